@@ -1,0 +1,174 @@
+"""Audio features as pure functions over numpy arrays.
+
+One implementation, shared by training and inference, so a model sees in
+production exactly the features it was trained on. Every function takes its
+parameters explicitly; the defaults below are the ones the shipped models use
+and are recorded in each model card under ``features``.
+
+Conventions: audio ``y`` is mono float32 in [-1, 1], shape ``(n_samples,)``.
+Spectrogram frames are *not* centred (``center=False``), so a patch depends on
+its own samples only: a 128-frame patch cut from a whole clip equals the patch
+computed from just that window of audio, which is what inference decodes.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+SR = 22050
+N_FFT = 2048
+HOP = 512
+N_MELS = 128
+PATCH_FRAMES = 128
+N_MFCC = 20
+AMIN = 1e-10
+
+#: samples of audio that make exactly one patch: 2048 + 127 * 512 = 67072 (3.04 s)
+PATCH_SAMPLES = N_FFT + (PATCH_FRAMES - 1) * HOP
+
+#: feature parameters, as written into model cards
+LOGMEL_PARAMS = {
+    "name": "logmel",
+    "sr": SR,
+    "n_fft": N_FFT,
+    "hop_length": HOP,
+    "n_mels": N_MELS,
+    "patch_frames": PATCH_FRAMES,
+    "center": False,
+    "window": "hann",
+    "mel": "slaney",
+    "db": "10*log10(max(power, 1e-10))",
+    "version": 1,
+}
+MFCC_STATS_PARAMS = {
+    "name": "mfcc_stats",
+    "sr": SR,
+    "n_fft": N_FFT,
+    "hop_length": HOP,
+    "n_mels": N_MELS,
+    "n_mfcc": N_MFCC,
+    "stats": ["mean", "std"],
+    "frame_features": "mfcc20, delta20, centroid, bandwidth, rolloff85, zcr, rms, chroma12",
+    "version": 1,
+}
+
+
+@lru_cache(maxsize=8)
+def _hann(n_fft: int) -> np.ndarray:
+    # periodic Hann, as librosa's get_window('hann', fftbins=True)
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(sr: int = SR, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndarray:
+    """Slaney-normalised mel filterbank, shape ``(n_mels, 1 + n_fft // 2)``."""
+    import librosa  # deferred: importing librosa costs seconds
+
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
+
+
+def frames(y: np.ndarray, n_fft: int = N_FFT, hop_length: int = HOP) -> np.ndarray:
+    """View ``y`` as overlapping frames, shape ``(n_frames, n_fft)`` (no copy, no centring)."""
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    if len(y) < n_fft:
+        return np.empty((0, n_fft), dtype=np.float32)
+    return np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop_length]
+
+
+def power_spectrogram(y: np.ndarray, n_fft: int = N_FFT, hop_length: int = HOP) -> np.ndarray:
+    """|STFT|² with a periodic Hann window, shape ``(1 + n_fft // 2, n_frames)``, float32."""
+    f = frames(y, n_fft, hop_length) * _hann(n_fft)
+    spec = np.fft.rfft(f, axis=1)
+    return (spec.real**2 + spec.imag**2).astype(np.float32).T
+
+
+def log_mel(
+    y: np.ndarray,
+    sr: int = SR,
+    n_fft: int = N_FFT,
+    hop_length: int = HOP,
+    n_mels: int = N_MELS,
+) -> np.ndarray:
+    """Log-power mel spectrogram in dB (absolute reference 1.0, floor -100 dB).
+
+    Returns float32 of shape ``(n_mels, n_frames)`` with
+    ``n_frames = 1 + (len(y) - n_fft) // hop_length`` (0 when ``y`` is shorter than ``n_fft``).
+    """
+    power = power_spectrogram(y, n_fft, hop_length)
+    mel = mel_filterbank(sr, n_fft, n_mels) @ power
+    return 10.0 * np.log10(np.maximum(mel, AMIN))
+
+
+def patches(logmel: np.ndarray, patch_frames: int = PATCH_FRAMES) -> np.ndarray:
+    """Cut a log-mel spectrogram into non-overlapping patches.
+
+    Returns float32 ``(n_patches, n_mels, patch_frames)``; a trailing remainder
+    shorter than a patch is dropped.
+    """
+    n = logmel.shape[1] // patch_frames
+    cut = logmel[:, : n * patch_frames]
+    return np.ascontiguousarray(
+        cut.reshape(logmel.shape[0], n, patch_frames).transpose(1, 0, 2), dtype=np.float32
+    )
+
+
+def mel_patches(y: np.ndarray, sr: int = SR) -> np.ndarray:
+    """Audio → ``(n_patches, 128, 128)`` log-mel patches, the deep models' input."""
+    return patches(log_mel(y, sr))
+
+
+def split_windows(y: np.ndarray, window: int = PATCH_SAMPLES) -> list[np.ndarray]:
+    """Split a clip into consecutive non-overlapping windows of ``window`` samples."""
+    return [y[i : i + window] for i in range(0, len(y) - window + 1, window)]
+
+
+def _frame_features(y: np.ndarray, sr: int, n_fft: int, hop_length: int) -> np.ndarray:
+    """Per-frame descriptors, shape ``(57, n_frames)``; see ``MFCC_STATS_PARAMS``."""
+    import librosa
+
+    power = power_spectrogram(y, n_fft, hop_length)
+    mel_db = 10.0 * np.log10(np.maximum(mel_filterbank(sr, n_fft, N_MELS) @ power, AMIN))
+    mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=N_MFCC)
+    width = min(9, mfcc.shape[1] - (1 - mfcc.shape[1] % 2))
+    delta = librosa.feature.delta(mfcc, width=max(width, 3)) if mfcc.shape[1] >= 3 else np.zeros_like(mfcc)
+    mag = np.sqrt(power)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr).astype(np.float32)
+    total = np.maximum(mag.sum(axis=0), AMIN)
+    centroid = (freqs[:, None] * mag).sum(axis=0) / total
+    bandwidth = np.sqrt(((freqs[:, None] - centroid[None, :]) ** 2 * mag).sum(axis=0) / total)
+    cum = np.cumsum(mag, axis=0)
+    rolloff = freqs[np.argmax(cum >= 0.85 * cum[-1:, :], axis=0)]
+    fr = frames(y, n_fft, hop_length)
+    zcr = (np.abs(np.diff(np.signbit(fr), axis=1)).sum(axis=1) / n_fft).astype(np.float32)
+    rms = np.sqrt(np.mean(fr.astype(np.float32) ** 2, axis=1))
+    # tuning=0.0 skips librosa's tuning estimation (numba; crashes on some CPUs)
+    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=n_fft, tuning=0.0)
+    return np.vstack(
+        [mfcc, delta, centroid / 1000.0, bandwidth / 1000.0, rolloff / 1000.0, zcr, rms, chroma]
+    ).astype(np.float32)
+
+
+def mfcc_stats(
+    windows: list[np.ndarray], sr: int = SR, n_fft: int = N_FFT, hop_length: int = HOP
+) -> np.ndarray:
+    """MFCC-statistics vector for the classic ML models, shape ``(114,)``.
+
+    Frame descriptors of every window are pooled, then summarised by their mean
+    and standard deviation (57 + 57 values). Pass the windows inference decodes,
+    or a whole clip as one window.
+    """
+    per_window = [_frame_features(w, sr, n_fft, hop_length) for w in windows if len(w) >= n_fft]
+    if not per_window:
+        raise ValueError("no window is long enough for one frame")
+    f = np.hstack(per_window)
+    return np.concatenate([f.mean(axis=1), f.std(axis=1)]).astype(np.float32)
+
+
+def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """High-quality resampling (soxr); returns float32."""
+    if sr_in == sr_out:
+        return np.asarray(y, dtype=np.float32)
+    import soxr
+
+    return soxr.resample(np.asarray(y, dtype=np.float32), sr_in, sr_out, quality="HQ").astype(np.float32)

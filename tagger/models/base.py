@@ -1,0 +1,98 @@
+"""What every model is: a card (labels, features, metrics) and ``predict_batch``."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tagger.audio import Clip
+
+
+@dataclass(frozen=True)
+class Card:
+    """A model card: everything needed to load, feed and judge a model.
+
+    ``card.json`` beside the model file holds these keys; training writes it,
+    inference reads it.
+    """
+
+    name: str
+    version: str
+    kind: str  # loader: "keras_patches", "sklearn_mfcc", "musicnn", ...
+    labels: tuple[str, ...]
+    file: str
+    features: dict[str, Any]
+    directory: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.directory / self.file
+
+    @classmethod
+    def read(cls, directory: str | Path) -> "Card":
+        directory = Path(directory)
+        doc = json.loads((directory / "card.json").read_text(encoding="utf-8"))
+        known = {"name", "version", "kind", "labels", "file", "features", "metrics"}
+        return cls(
+            name=doc["name"],
+            version=str(doc["version"]),
+            kind=doc["kind"],
+            labels=tuple(doc["labels"]),
+            file=doc["file"],
+            features=doc.get("features", {}),
+            metrics=doc.get("metrics", {}),
+            directory=directory,
+            extra={k: v for k, v in doc.items() if k not in known},
+        )
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The outcome of analysing one file."""
+
+    genre: str
+    confidence: float
+    top: list[tuple[str, float]]  # best first, at least the top 3
+    model: str
+    version: str
+    decided_by: str  # "deep", "fallback", "pretrained", ...
+    genres: list[str] = field(default_factory=list)  # multi-value genres when several are confident
+
+    @classmethod
+    def from_probs(cls, probs: np.ndarray, card: Card, decided_by: str, k: int = 3) -> "Prediction":
+        order = np.argsort(probs)[::-1]
+        top = [(card.labels[i], float(probs[i])) for i in order[: max(k, 1)]]
+        return cls(
+            genre=top[0][0],
+            confidence=top[0][1],
+            top=top,
+            model=card.name,
+            version=card.version,
+            decided_by=decided_by,
+            genres=[top[0][0]],
+        )
+
+
+class Model:
+    """Base of every loaded model. Subclasses implement ``predict_batch``."""
+
+    #: what the pipeline records as ``decided_by`` when this model decides
+    role = "model"
+
+    def __init__(self, card: Card):
+        self.card = card
+
+    def predict_batch(self, clips: list[Clip]) -> np.ndarray:
+        """Class probabilities, shape ``(len(clips), len(card.labels))``, rows summing to 1."""
+        raise NotImplementedError
+
+    def predict(self, clip: Clip) -> Prediction:
+        return self.to_prediction(self.predict_batch([clip])[0])
+
+    def to_prediction(self, probs: np.ndarray) -> Prediction:
+        return Prediction.from_probs(probs, self.card, self.role)
