@@ -1,0 +1,158 @@
+"""One Settings object, built once: defaults ← config file ← TAGGER_* environment ← flags.
+
+Nothing else in tagger reads ``os.environ`` for its own settings; the object
+is passed down.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from tagger.errors import ConfigError
+
+
+def _data_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("tagger", appauthor=False))
+
+
+def _config_file() -> Path:
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("tagger", appauthor=False)) / "config.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: where the SQLite database and the local queue live by default
+    data_dir: Path = field(default_factory=_data_dir)
+    #: SQLAlchemy URL of the results database; empty: SQLite in data_dir
+    db_url: str = ""
+    #: ``redis://…`` sends jobs through Redis; empty: the local queue in data_dir
+    broker_url: str = ""
+    #: local worker processes for an embedded scan; 0: one per core
+    workers: int = 0
+    #: below this confidence no tag is written
+    min_confidence: float = 0.3
+    #: model name; empty: the default chain (primary, then fallback)
+    model: str = ""
+    #: extra directories searched for model cards before the shipped ones
+    model_dirs: tuple[str, ...] = ()
+    #: replace a genre the user set themselves
+    overwrite: bool = False
+    #: seconds one job may run before it is stopped and retried
+    job_time_limit: int = 600
+    #: retries for transient failures
+    max_retries: int = 5
+    #: scanner root → worker mount, for workers that see the files elsewhere
+    path_map: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir / 'tagger.sqlite3'}"
+
+    @property
+    def queue_url(self) -> str:
+        return self.broker_url or f"sqlite:///{self.data_dir / 'queue.sqlite3'}"
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when jobs go through the local queue (no Redis configured)."""
+        return not self.queue_url.startswith(("redis://", "rediss://", "unix://"))
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    def map_path(self, path: str) -> str:
+        """Translate a path as the scanner saw it into this worker's view."""
+        for src, dst in self.path_map:
+            if path == src or path.startswith(src.rstrip("/") + "/"):
+                return dst.rstrip("/") + path[len(src.rstrip("/")) :]
+        return path
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that gives a child process these same settings."""
+        return {
+            "TAGGER_DATA_DIR": str(self.data_dir),
+            "TAGGER_DB_URL": self.database_url,
+            "TAGGER_BROKER_URL": self.queue_url,
+            "TAGGER_MODEL_DIRS": os.pathsep.join(self.model_dirs),
+            "TAGGER_JOB_TIME_LIMIT": str(self.job_time_limit),
+            "TAGGER_MAX_RETRIES": str(self.max_retries),
+            "TAGGER_PATH_MAP": ";".join(f"{a}={b}" for a, b in self.path_map),
+        }
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kinds = {f.name: f.type for f in fields(Settings)}
+    kind = kinds[name]
+    try:
+        if kind == "Path":
+            return Path(str(value)).expanduser()
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            return str(value).strip().lower() in {"1", "true", "yes", "on"}
+        if name == "model_dirs":
+            if isinstance(value, str):
+                return tuple(p for p in value.split(os.pathsep) if p)
+            return tuple(str(p) for p in value)
+        if name == "path_map":
+            if isinstance(value, str):
+                pairs = [p.split("=", 1) for p in value.split(";") if p]
+            elif isinstance(value, Mapping):
+                pairs = list(value.items())
+            else:
+                pairs = list(value)
+            return tuple((str(a), str(b)) for a, b in pairs)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name}: cannot use {value!r}") from None
+
+
+def load(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> Settings:
+    """Build the settings: defaults ← config file ← ``TAGGER_*`` environment ← ``overrides``.
+
+    ``overrides`` holds command-line flags; ``None`` values are ignored.
+    """
+    environ = os.environ if environ is None else environ
+    names = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+
+    path = Path(config_file or environ.get("TAGGER_CONFIG") or _config_file()).expanduser()
+    if path.is_file():
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        section = doc.get("tagger", doc)
+        for key, value in section.items():
+            if key not in names:
+                raise ConfigError(f"unknown setting {key!r} in {path}")
+            values[key] = _coerce(key, value)
+
+    for name in names:
+        env = environ.get(f"TAGGER_{name.upper()}")
+        if env not in (None, ""):
+            values[name] = _coerce(name, env)
+
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value)
+
+    if "min_confidence" in values and not 0.0 <= values["min_confidence"] <= 1.0:
+        raise ConfigError("min_confidence must be between 0 and 1")
+    return replace(Settings(), **values)

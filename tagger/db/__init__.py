@@ -1,0 +1,1 @@
+"""The results database: schema (ORM) and engine set-up."""
