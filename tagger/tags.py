@@ -1,0 +1,656 @@
+"""Writing tagger's fields into audio files: one field table, verified, crash-safe writes.
+
+The field table
+---------------
+Each logical field is declared once with its storage in every tag family
+(:data:`FIELD_TABLE`); :data:`FAMILY_OF` says which family a format uses.
+The three families below the table (:class:`_ID3`, :class:`_Vorbis`,
+:class:`_MP4`) implement the same small interface; nothing above them
+branches on the format.
+
+Write safety (see :func:`write`)
+--------------------------------
+1. ``expect``: a file whose size or mtime differs from what the analysis saw
+   raises :class:`~tagger.errors.FileChanged` and is not written.
+2. The tags are written into a copy in the same directory (a hidden
+   ``.<name>.tagger-XXXX.tmp`` file), never into the original.
+3. The copy is verified by reading it back: our fields hold exactly the
+   values meant, every other tag (frames, comments, atoms, pictures) is
+   unchanged, and :func:`audio_fingerprint` of the audio payload is unchanged.
+4. The copy is flushed to disk, gets the original's permission bits (and
+   owner and group when the process may set them), and ``os.replace``
+   moves it onto the original in one atomic step, followed by an fsync of
+   the directory. A process killed at any moment leaves the original as it
+   was or fully written; at worst a stray ``*.tagger-*.tmp`` file remains.
+
+mtime policy: a written file's mtime is the time of the write, because its
+content changed (backup and sync tools rely on that). The stat after the
+write is returned in :attr:`WriteResult.stat` so the caller can record it and
+a later scan sees the file as unchanged. A write that changes nothing does
+not touch the file at all.
+
+A symlink is followed: the file it points to is replaced and the link stays.
+A file with several hard links is refused (replacing it would split the
+links, leaving the other names with the old content). A file without write
+permission bits, or in a directory that cannot be written, is refused with a
+:class:`~tagger.errors.TagWriteError`, even for root: read-only is taken as
+the user's intent.
+
+Undo is ``write(path, fmt, previous)`` with the values :func:`read` returned
+before: a field that was absent is given ``[]`` and so removed.
+
+Audio payload fingerprint
+-------------------------
+:func:`audio_fingerprint` hashes the bytes of the encoded audio, not decoded
+samples: it is exact, needs no decoder, and costs one read of the file.
+What counts as the payload, per format: MP3 - everything between the ID3v2
+tag(s) and a trailing ID3v1 tag; FLAC - STREAMINFO and every byte after the
+last metadata block; Ogg Vorbis/Opus - every packet except the comment
+header, with the granule positions of the audio pages (mutagen re-pages the
+headers, so page bytes and CRCs may change while packets may not); MP4 - the
+sample description, timing table and every sample of the sound tracks read
+through the chunk offset table (so moved audio with rewritten offsets hashes
+the same, and a wrong offset does not); WAV/AIFF - the format and sample
+data chunks.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat as stat_module
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tagger.errors import (FileChanged, FileMissing, TaggerError, TagWriteError, UnreadableAudio,
+                           UnsupportedFormat)
+
+#: the logical fields tagger owns, in a stable order
+FIELDS = ("genre", "confidence", "model")
+
+#: field -> its key in each tag family. ID3 "TXXX:<desc>" is a user text frame,
+#: MP4 "----:<mean>:<name>" a freeform atom; Vorbis comment keys are case-insensitive.
+FIELD_TABLE: dict[str, dict[str, str]] = {
+    "genre": {"id3": "TCON", "vorbis": "GENRE", "mp4": "\xa9gen"},
+    "confidence": {"id3": "TXXX:TAGGER_CONFIDENCE", "vorbis": "TAGGER_CONFIDENCE",
+                   "mp4": "----:com.apple.iTunes:TAGGER_CONFIDENCE"},
+    "model": {"id3": "TXXX:TAGGER_MODEL", "vorbis": "TAGGER_MODEL",
+              "mp4": "----:com.apple.iTunes:TAGGER_MODEL"},
+}
+
+#: format -> tag family (WAV and AIFF carry an ID3 chunk)
+FAMILY_OF = {"mp3": "id3", "wav": "id3", "aiff": "id3", "flac": "vorbis", "ogg": "vorbis",
+             "opus": "vorbis", "m4a": "mp4"}
+
+#: marks our temporary copies: ``.<name>.tagger-<random>.tmp``
+TEMP_MARK = ".tagger-"
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What tells us a file changed: its size and mtime (ns)."""
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> "FileStat":
+        return cls.from_stat(os.stat(path))
+
+    @classmethod
+    def from_stat(cls, st: os.stat_result) -> "FileStat":
+        return cls(int(st.st_size), int(st.st_mtime_ns))
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """Our fields before and after a write, and the file as it now is."""
+
+    before: dict[str, list[str]]
+    after: dict[str, list[str]]
+    changed: bool  # False: the values were already there, the file was not touched
+    stat: FileStat  # the file's stat after the write (record it for incremental scans)
+    fingerprint: str  # audio payload hash, identical before and after
+
+
+# ---------------------------------------------------------------- public API
+def read(path: str | Path, fmt: str) -> dict[str, list[str]]:
+    """Current values of our fields (``[]`` when absent); raises UnreadableAudio."""
+    family = _family(fmt)
+    f = _load(path, fmt, UnreadableAudio)
+    return _fields(family, f)
+
+
+def write(path: str | Path, fmt: str, values: dict[str, list[str]], *,
+          expect: FileStat | None = None) -> WriteResult:
+    """Set our fields to ``values`` (field -> list of strings; ``[]`` removes the field).
+
+    Fields not in ``values`` keep their value. See the module docstring for
+    the safety guarantees and the mtime policy.
+
+    Raises
+    ------
+    FileChanged
+        ``expect`` is given and the file's size or mtime differs, or the
+        file changed while we were writing the copy. Nothing is written.
+    FileMissing
+        The file does not exist (any more).
+    TagWriteError
+        Anything else: read-only file or directory, a value the format
+        cannot store, mutagen failing, verification failing, disk full.
+        The original file is untouched.
+    """
+    family = _family(fmt)
+    _check_values(family, values)
+    real = Path(os.path.realpath(path))
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        raise FileMissing("the file no longer exists") from None
+    except OSError as e:
+        raise TagWriteError(f"cannot stat the file ({e.strerror or e})") from None
+    if expect is not None and FileStat.from_stat(st) != expect:
+        raise FileChanged("the file changed on disk since it was analysed; not written")
+    if not stat_module.S_ISREG(st.st_mode):
+        raise TagWriteError("not a regular file")
+    if st.st_nlink > 1:
+        raise TagWriteError(f"the file has {st.st_nlink} hard links; replacing it would split them")
+    if not _writable(real, st):
+        raise TagWriteError("the file is read-only")
+    folder = real.parent
+    if not _writable(folder, os.stat(folder), directory=True):
+        raise TagWriteError(f"the folder {folder} is read-only (a safe write needs a temporary file there)")
+
+    original = _load(real, fmt, TagWriteError)
+    before = _fields(family, original)
+    target = {k: list(values.get(k, before[k])) for k in FIELDS}
+    fingerprint = audio_fingerprint(real, fmt)
+    if target == before:
+        return WriteResult(before, before, False, FileStat.from_stat(st), fingerprint)
+    others = family.others(original)
+
+    fd, tmp_name = _make_temp(real)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, open(real, "rb") as src:
+            while block := src.read(1 << 20):
+                out.write(block)
+        copy = _load(tmp, fmt, TagWriteError)
+        if copy.tags is None:
+            copy.add_tags()
+        for field, key in _keys(family):
+            if target[field]:
+                family.put(copy.tags, key, target[field])
+            else:
+                family.drop(copy.tags, key)
+        family.save(copy)
+        _verify(tmp, fmt, family, target, others, fingerprint)
+        _match_metadata(tmp, st)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if FileStat.of(real) != FileStat.from_stat(st):
+            raise FileChanged("the file changed on disk while its tags were being written; not written")
+        os.replace(tmp, real)
+    except TaggerError:
+        _discard(tmp)
+        raise
+    except Exception as e:  # mutagen, OS and parsing errors all mean: not written
+        _discard(tmp)
+        raise TagWriteError(f"writing tags failed, file left as it was ({_reason(e)})") from e
+    _fsync_dir(folder)
+    return WriteResult(before, target, True, FileStat.of(real), fingerprint)
+
+
+def audio_fingerprint(path: str | Path, fmt: str) -> str:
+    """SHA-256 (hex) of the file's encoded audio payload; tags do not change it.
+
+    See the module docstring for what the payload is in each format.
+    Raises UnreadableAudio when the container cannot be parsed.
+    """
+    if fmt not in _PAYLOAD:
+        raise UnsupportedFormat(f"no audio payload reader for {fmt!r} files")
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            _PAYLOAD[fmt](f, h.update)
+    except FileNotFoundError:
+        raise FileMissing("the file no longer exists") from None
+    except Exception as e:  # OS errors, truncated or malformed containers, mutagen parse errors
+        raise UnreadableAudio(f"cannot read the audio payload ({_reason(e)})") from None
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- write helpers
+def _family(fmt: str) -> "_Family":
+    try:
+        return _FAMILIES[FAMILY_OF[fmt]]
+    except KeyError:
+        raise TagWriteError(f"cannot write tags to {fmt!r} files") from None
+
+
+def _keys(family: "_Family") -> list[tuple[str, str]]:
+    return [(field, FIELD_TABLE[field][family.name]) for field in FIELDS]
+
+
+def _fields(family: "_Family", f: Any) -> dict[str, list[str]]:
+    if f.tags is None:
+        return {field: [] for field in FIELDS}
+    return {field: family.get(f.tags, key) for field, key in _keys(family)}
+
+
+def _check_values(family: "_Family", values: dict[str, list[str]]) -> None:
+    for field, vals in values.items():
+        if field not in FIELD_TABLE:
+            raise ValueError(f"unknown field {field!r}; expected one of {FIELDS}")
+        if isinstance(vals, str) or not all(isinstance(v, str) for v in vals):
+            raise TypeError(f"values of {field!r} must be a list of str, got {vals!r}")
+        for v in vals:
+            problem = family.cannot_store(v)
+            if problem:
+                raise TagWriteError(f"cannot store {field} value {v!r}: {problem}")
+
+
+def _load(path: str | Path, fmt: str, error: type[TaggerError]) -> Any:
+    try:
+        return _OPENERS[fmt]()(str(path))
+    except FileNotFoundError:
+        raise FileMissing("the file no longer exists") from None
+    except Exception as e:
+        raise error(f"cannot read the tags ({_reason(e)})") from None
+
+
+def _verify(tmp: Path, fmt: str, family: "_Family", target: dict[str, list[str]],
+            others: list[tuple[str, str]], fingerprint: str) -> None:
+    check = _load(tmp, fmt, TagWriteError)
+    got = _fields(family, check)
+    if got != target:
+        bad = [k for k in FIELDS if got[k] != target[k]]
+        raise TagWriteError(f"verification failed: {', '.join(bad)} read back differently")
+    now = family.others(check)
+    if now != others:
+        changed = sorted({k for k, _ in now} ^ {k for k, _ in others}
+                         | {a[0] for a, b in zip(now, others) if a != b})
+        raise TagWriteError(f"verification failed: other tags changed ({', '.join(changed)[:200]})")
+    if audio_fingerprint(tmp, fmt) != fingerprint:
+        raise TagWriteError("verification failed: the audio data changed")
+
+
+def _writable(path: Path, st: os.stat_result, directory: bool = False) -> bool:
+    # Root passes os.access on anything; the mode bits still say what the user meant.
+    mode = os.W_OK | (os.X_OK if directory else 0)
+    return os.access(path, mode) and bool(st.st_mode & 0o222)
+
+
+def _make_temp(real: Path) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(prefix=f".{real.name[:80]}{TEMP_MARK}", suffix=".tmp", dir=real.parent)
+    except OSError as e:
+        raise TagWriteError(f"cannot create a temporary file next to the file ({e.strerror or e})") from None
+
+
+def _match_metadata(tmp: Path, st: os.stat_result) -> None:
+    os.chmod(tmp, stat_module.S_IMODE(st.st_mode))
+    try:
+        os.chown(tmp, st.st_uid, st.st_gid)
+    except OSError:
+        pass  # only root (or the owner, for the group) may; the copy is then ours
+
+
+def _discard(tmp: Path) -> None:
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _reason(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return " ".join(str(text).split())[:300]
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(repr(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+# ---------------------------------------------------------------- tag families
+class _Family:
+    """How one tag family stores a key: get, put, drop; what else it holds; how to save."""
+
+    name: str
+
+    def get(self, tags: Any, key: str) -> list[str]:
+        raise NotImplementedError
+
+    def put(self, tags: Any, key: str, values: list[str]) -> None:
+        raise NotImplementedError
+
+    def drop(self, tags: Any, key: str) -> None:
+        raise NotImplementedError
+
+    def cannot_store(self, value: str) -> str | None:
+        """Why ``value`` cannot be stored and read back as itself (``None``: it can)."""
+        return None
+
+    def others(self, f: Any) -> list[tuple[str, str]]:
+        """Every tag that is not ours, as (key, digest of the value), in a stable order."""
+        raise NotImplementedError
+
+    def save(self, f: Any) -> None:
+        f.save()
+
+
+class _ID3(_Family):
+    """ID3v2 frames: text frames by id (``TCON``), user text frames as ``TXXX:<desc>``."""
+
+    name = "id3"
+
+    def get(self, tags, key):
+        return [str(t) for frame in tags.getall(key) for t in frame.text]
+
+    def put(self, tags, key, values):
+        from mutagen import id3
+
+        tags.delall(key)
+        if key.startswith("TXXX:"):
+            tags.add(id3.TXXX(encoding=id3.Encoding.UTF8, desc=key[5:], text=list(values)))
+        else:
+            tags.add(getattr(id3, key)(encoding=id3.Encoding.UTF8, text=list(values)))
+
+    def drop(self, tags, key):
+        tags.delall(key)
+
+    def cannot_store(self, value):
+        # NUL separates the values of a multi-value text frame
+        return "ID3 text cannot contain NUL characters" if "\x00" in value else None
+
+    def others(self, f):
+        if f.tags is None:
+            return []
+        ours = {FIELD_TABLE[k]["id3"] for k in FIELDS}
+        items = [(key, _digest(repr(frame))) for key, frame in f.tags.items() if key not in ours]
+        return [("<id3 version>", _digest(f.tags.version))] + sorted(items)
+
+    def save(self, f):
+        # Keep the file's ID3 version (v2.3 stays v2.3 for old players). mutagen
+        # holds frames as v2.4 in memory and converts back; v23_sep=None keeps
+        # multiple values NUL-separated, as mutagen reads them, instead of
+        # joining them with "/" (which would not read back as the same list).
+        version = 3 if f.tags.version[:2] == (2, 3) else 4
+        f.save(v2_version=version, v23_sep=None)
+
+
+class _Vorbis(_Family):
+    """Vorbis comments (FLAC, Ogg Vorbis, Opus): KEY=value pairs, keys case-insensitive."""
+
+    name = "vorbis"
+
+    def get(self, tags, key):
+        return list(tags[key]) if key in tags else []
+
+    def put(self, tags, key, values):
+        tags[key] = list(values)
+
+    def drop(self, tags, key):
+        if key in tags:
+            del tags[key]
+
+    def others(self, f):
+        ours = {FIELD_TABLE[k]["vorbis"].upper() for k in FIELDS}
+        out: list[tuple[str, str]] = []
+        if f.tags is not None:
+            out.append(("<vendor>", _digest(f.tags.vendor)))
+            # order matters in a comment list; ours are dropped and re-appended,
+            # which keeps the others in their order
+            out += [(k.upper(), _digest(v)) for k, v in f.tags if k.upper() not in ours]
+        for i, p in enumerate(getattr(f, "pictures", [])):
+            out.append((f"<picture {i}>", _digest(p.type, p.mime, p.desc, p.width, p.height,
+                                                  p.depth, p.colors, p.data)))
+        for block in getattr(f, "metadata_blocks", []):
+            # seek tables, cue sheets, application blocks; not padding or the comments
+            if block.code not in (1, 4, 6):
+                out.append((f"<flac block {block.code}>", _digest(block.write())))
+        return out
+
+
+class _MP4(_Family):
+    """MP4 ``ilst`` atoms: text atoms (``\\xa9gen``), freeform ``----:mean:name`` atoms as UTF-8."""
+
+    name = "mp4"
+
+    def get(self, tags, key):
+        vals = tags.get(key, [])
+        if key.startswith("----:"):
+            return [bytes(v).decode("utf-8", "replace") for v in vals]
+        return [str(v) for v in vals]
+
+    def put(self, tags, key, values):
+        if key.startswith("----:"):
+            from mutagen.mp4 import AtomDataType, MP4FreeForm
+
+            tags[key] = [MP4FreeForm(v.encode("utf-8"), dataformat=AtomDataType.UTF8) for v in values]
+        else:
+            tags[key] = list(values)
+
+    def drop(self, tags, key):
+        tags.pop(key, None)
+
+    def others(self, f):
+        if f.tags is None:
+            return []
+        ours = {FIELD_TABLE[k]["mp4"] for k in FIELDS}
+        return sorted((k, _digest([(type(v).__name__, v, getattr(v, "imageformat", None),
+                                    getattr(v, "dataformat", None)) for v in vals]))
+                      for k, vals in f.tags.items() if k not in ours)
+
+
+_FAMILIES: dict[str, _Family] = {"id3": _ID3(), "vorbis": _Vorbis(), "mp4": _MP4()}
+
+
+def _opener(module: str, cls: str) -> Callable[[], Callable[[str], Any]]:
+    def get():
+        import importlib
+
+        return getattr(importlib.import_module(module), cls)
+    return get
+
+
+_OPENERS: dict[str, Callable[[], Callable[[str], Any]]] = {
+    "mp3": _opener("mutagen.mp3", "MP3"),
+    "wav": _opener("mutagen.wave", "WAVE"),
+    "aiff": _opener("mutagen.aiff", "AIFF"),
+    "flac": _opener("mutagen.flac", "FLAC"),
+    "ogg": _opener("mutagen.oggvorbis", "OggVorbis"),
+    "opus": _opener("mutagen.oggopus", "OggOpus"),
+    "m4a": _opener("mutagen.mp4", "MP4"),
+}
+
+
+# ---------------------------------------------------------------- audio payloads
+Sink = Callable[[bytes], None]
+_BLOCK = 1 << 20
+
+
+def _copy_range(f, start: int, end: int, sink: Sink) -> None:
+    f.seek(start)
+    left = end - start
+    while left > 0:
+        block = f.read(min(_BLOCK, left))
+        if not block:
+            raise EOFError("file ends early")
+        sink(block)
+        left -= len(block)
+
+
+def _skip_id3v2(f) -> int:
+    """Offset just after the ID3v2 tag(s) at the start of the file."""
+    offset = 0
+    while True:
+        f.seek(offset)
+        head = f.read(10)
+        if len(head) < 10 or head[:3] != b"ID3":
+            return offset
+        size = 0
+        for b in head[6:10]:
+            size = (size << 7) | (b & 0x7F)
+        offset += 10 + size + (10 if head[5] & 0x10 else 0)
+
+
+def _mp3_payload(f, sink: Sink) -> None:
+    start = _skip_id3v2(f)
+    end = f.seek(0, os.SEEK_END)
+    if end - start >= 128:
+        f.seek(end - 128)
+        if f.read(3) == b"TAG":  # ID3v1, which mutagen rewrites from the v2 tag
+            end -= 128
+    if end <= start:
+        raise ValueError("no audio after the tags")
+    _copy_range(f, start, end, sink)
+
+
+def _flac_payload(f, sink: Sink) -> None:
+    offset = _skip_id3v2(f)
+    f.seek(offset)
+    if f.read(4) != b"fLaC":
+        raise ValueError("not a FLAC stream")
+    last = False
+    while not last:
+        header = f.read(4)
+        if len(header) < 4:
+            raise EOFError("metadata ends early")
+        last, code = bool(header[0] & 0x80), header[0] & 0x7F
+        length = int.from_bytes(header[1:4], "big")
+        body = f.read(length)
+        if code == 0:  # STREAMINFO: sample rate, channels, length, MD5 of the audio
+            sink(body)
+    start = f.tell()
+    _copy_range(f, start, f.seek(0, os.SEEK_END), sink)
+
+
+def _ogg_payload(f, sink: Sink) -> None:
+    from mutagen.ogg import OggPage
+
+    # Packets are rebuilt from their pieces: mutagen may cut the header
+    # packets into pages differently after a write, the packets stay the same.
+    index: dict[int, int] = {}  # serial -> index of the packet being read
+    pending: dict[int, bytes] = {}  # serial -> start of a packet continued on a later page
+
+    def emit(serial: int, n: int, data: bytes) -> None:
+        if n != 1:  # packet 1 is the comment header (Vorbis comment / OpusTags)
+            sink(struct.pack(">Iq", serial, n) + data)
+
+    f.seek(0)
+    while True:
+        try:
+            page = OggPage(f)
+        except EOFError:
+            break
+        serial = page.serial
+        n = index.get(serial, -1)
+        for i, data in enumerate(page.packets):
+            if i == 0 and page.continued:
+                data = pending.pop(serial, b"") + data
+            else:
+                n += 1
+            if i == len(page.packets) - 1 and not page.complete:
+                pending[serial] = data
+            else:
+                emit(serial, n, data)
+        index[serial] = n
+        if page.position > 0:
+            sink(struct.pack(">Iq", serial, page.position))
+    if not index:
+        raise ValueError("no Ogg pages")
+    for serial, data in pending.items():  # a last packet cut short still counts
+        emit(serial, index[serial], data)
+
+
+def _iff_payload(little: bool, keep: tuple[bytes, ...]) -> Callable[[Any, Sink], None]:
+    """RIFF/WAVE (little-endian) or FORM/AIFF (big-endian): hash the ``keep`` chunks."""
+    def payload(f, sink: Sink) -> None:
+        size = f.seek(0, os.SEEK_END)
+        offset, found = 12, 0
+        while offset + 8 <= size:
+            f.seek(offset)
+            head = f.read(8)
+            cid = head[:4]
+            n = int.from_bytes(head[4:8], "little" if little else "big")
+            end = min(size, offset + 8 + n)  # streamed WAVs may claim more than exists
+            if cid in keep:
+                sink(cid)
+                _copy_range(f, offset + 8, end, sink)
+                found += 1
+            offset = offset + 8 + n + (n & 1)
+        if found < len(keep):
+            raise ValueError("format or sample data chunk missing")
+    return payload
+
+
+def _mp4_payload(f, sink: Sink) -> None:
+    from mutagen.mp4 import Atoms
+
+    f.seek(0)
+    atoms = Atoms(f)
+    sound = 0
+    for trak in atoms[b"moov"].findall(b"trak"):
+        ok, hdlr = trak[b"mdia", b"hdlr"].read(f)
+        if not ok or hdlr[8:12] != b"soun":
+            continue
+        sound += 1
+        stbl = trak[b"mdia", b"minf", b"stbl"]
+
+        def body(name: bytes) -> bytes:
+            ok, data = stbl[(name,)].read(f)
+            if not ok:
+                raise EOFError(f"{name.decode()} atom cut short")
+            return data
+
+        sink(body(b"stsd"))
+        sink(body(b"stts"))
+        stsz = body(b"stsz")
+        fixed, count = struct.unpack(">II", stsz[4:12])
+        sizes = [fixed] * count if fixed else list(struct.unpack(f">{count}I", stsz[12:12 + 4 * count]))
+        stsc = body(b"stsc")
+        (entries,) = struct.unpack(">I", stsc[4:8])
+        runs = [struct.unpack(">III", stsc[8 + 12 * i: 20 + 12 * i]) for i in range(entries)]
+        if b"stco" in [c.name for c in stbl.children]:
+            data = body(b"stco")
+            offsets = struct.unpack(f">{struct.unpack('>I', data[4:8])[0]}I", data[8:])
+        else:
+            data = body(b"co64")
+            offsets = struct.unpack(f">{struct.unpack('>I', data[4:8])[0]}Q", data[8:])
+        sample = 0
+        for chunk, offset in enumerate(offsets, start=1):
+            per_chunk = next(spc for first, spc, _ in reversed(runs) if first <= chunk)
+            length = sum(sizes[sample: sample + per_chunk])
+            sample += per_chunk
+            _copy_range(f, offset, offset + length, sink)
+        if sample < count:
+            raise ValueError("the chunk table does not cover every sample")
+    if not sound:
+        raise ValueError("no sound track")
+
+
+_PAYLOAD: dict[str, Callable[[Any, Sink], None]] = {
+    "mp3": _mp3_payload,
+    "flac": _flac_payload,
+    "ogg": _ogg_payload,
+    "opus": _ogg_payload,
+    "m4a": _mp4_payload,
+    "wav": _iff_payload(True, (b"fmt ", b"data")),
+    "aiff": _iff_payload(False, (b"COMM", b"SSND")),
+}
