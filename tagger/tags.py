@@ -246,8 +246,9 @@ def _check_values(family: "_Family", values: dict[str, list[str]]) -> None:
             raise ValueError(f"unknown field {field!r}; expected one of {FIELDS}")
         if isinstance(vals, str) or not all(isinstance(v, str) for v in vals):
             raise TypeError(f"values of {field!r} must be a list of str, got {vals!r}")
+        key = FIELD_TABLE[field][family.name]
         for v in vals:
-            problem = family.cannot_store(v)
+            problem = family.cannot_store(key, v)
             if problem:
                 raise TagWriteError(f"cannot store {field} value {v!r}: {problem}")
 
@@ -342,8 +343,8 @@ class _Family:
     def drop(self, tags: Any, key: str) -> None:
         raise NotImplementedError
 
-    def cannot_store(self, value: str) -> str | None:
-        """Why ``value`` cannot be stored and read back as itself (``None``: it can)."""
+    def cannot_store(self, key: str, value: str) -> str | None:
+        """Why ``value`` cannot be stored under ``key`` and read back as itself (``None``: it can)."""
         return None
 
     def others(self, f: Any) -> list[tuple[str, str]]:
@@ -368,22 +369,42 @@ class _ID3(_Family):
         tags.delall(key)
         if key.startswith("TXXX:"):
             tags.add(id3.TXXX(encoding=id3.Encoding.UTF8, desc=key[5:], text=list(values)))
+        elif key == "TCON":
+            tags.add(id3.TCON(encoding=id3.Encoding.UTF8, text=[self._escape_genre(v) for v in values]))
         else:
             tags.add(getattr(id3, key)(encoding=id3.Encoding.UTF8, text=list(values)))
 
     def drop(self, tags, key):
         tags.delall(key)
 
-    def cannot_store(self, value):
-        # NUL separates the values of a multi-value text frame
-        return "ID3 text cannot contain NUL characters" if "\x00" in value else None
+    @staticmethod
+    def _escape_genre(value: str) -> str:
+        # mutagen reads "(17)..." as a numeric ID3v1 genre reference and
+        # "((..." as an escaped "(": doubling a leading "(" keeps it literal
+        return "(" + value if value.startswith("(") else value
+
+    def cannot_store(self, key, value):
+        if "\x00" in value:  # NUL separates the values of a multi-value text frame
+            return "ID3 text cannot contain NUL characters"
+        if value == "":
+            return "ID3 drops empty text values"
+        if key == "TCON":
+            from mutagen.id3 import TCON
+
+            # mutagen turns genre text into genre names when it loads a tag
+            # ("17" -> "Rock", "CR" -> "Cover", text after a line break dropped)
+            back = TCON(encoding=3, text=[self._escape_genre(value)]).genres
+            if back != [value]:
+                return f"ID3 reads this genre back as {back!r}"
+        return None
 
     def others(self, f):
         if f.tags is None:
             return []
         ours = {FIELD_TABLE[k]["id3"] for k in FIELDS}
-        items = [(key, _digest(repr(frame))) for key, frame in f.tags.items() if key not in ours]
-        return [("<id3 version>", _digest(f.tags.version))] + sorted(items)
+        items = sorted((key, _digest(repr(frame))) for key, frame in f.tags.items() if key not in ours)
+        # the version only matters when there are frames it applies to
+        return [("<id3 version>", _digest(f.tags.version))] + items if items else []
 
     def save(self, f):
         # Keep the file's ID3 version (v2.3 stays v2.3 for old players). mutagen
