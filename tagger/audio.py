@@ -152,17 +152,26 @@ def _to_mono(x: np.ndarray) -> np.ndarray:
 def _read_soundfile(path: Path, info: AudioInfo, starts: list[float], window: int, sr: int) -> list[np.ndarray]:
     import soundfile as sf
 
-    need = int(np.ceil(window * info.samplerate / sr)) + 64  # resampler margin
+    need = int(np.ceil(window * info.samplerate / sr))
     out = []
+    ends_at = None
     try:
         with sf.SoundFile(str(path)) as f:
             for start in starts:
-                f.seek(min(int(round(start * info.samplerate)), max(info.frames - 1, 0)))
+                offset = int(round(start * info.samplerate))
+                f.seek(min(offset, max(info.frames - 1, 0)))
                 x = f.read(need, dtype="float32", always_2d=True)
+                if len(x) < need:
+                    # the file holds less audio than its header declares: truncated
+                    ends_at = (offset + len(x)) / info.samplerate
+                    break
                 out.append(_fit(features.resample(_to_mono(x), info.samplerate, sr), window))
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise UnreadableAudio(f"decoding failed: {exc}") from None
-    if not out or any(len(w) == 0 for w in out):
+        raise UnreadableAudio(f"decoding failed: {' '.join(str(exc).split())}") from None
+    if not out:
+        if ends_at is not None:
+            raise UnreadableAudio(
+                f"truncated or corrupt: the audio stops at {ends_at:.1f} s of {info.duration:.1f} s declared")
         raise UnreadableAudio("decoding produced no audio")
     return out
 

@@ -17,6 +17,9 @@ class DeepModel(Model):
 
     def __init__(self, card: Card):
         super().__init__(card)
+        from tagger.models import runtime
+
+        runtime.configure_tensorflow()
         import keras
 
         import tagger.models.layers  # noqa: F401  registers the custom layers

@@ -1,0 +1,365 @@
+"""The command line: parse, call the library, print. Nothing else lives here."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from tagger import __version__
+from tagger import config as config_mod
+from tagger.errors import TaggerError
+
+
+def _settings(ctx: click.Context, **flags) -> config_mod.Settings:
+    base = dict(ctx.obj or {})
+    base.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return config_mod.load(base, config_file=ctx.meta.get("config"))
+    except TaggerError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tagger")
+@click.option("--db", "db_url", metavar="URL", help="Results database URL (default: SQLite in the data folder; env TAGGER_DB_URL).")
+@click.option("--broker", "broker_url", metavar="URL", help="redis://… to send jobs through Redis (env TAGGER_BROKER_URL).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Config file (TOML; default ~/.config/tagger/config.toml).")
+@click.option("-v", "--verbose", count=True, help="More log output (repeat for debug).")
+@click.pass_context
+def main(ctx: click.Context, db_url, broker_url, config_file, verbose) -> None:
+    """tagger: write genres into the tags of a music library."""
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ctx.obj = {"db_url": db_url, "broker_url": broker_url}
+    ctx.meta["config"] = config_file
+
+
+def _fail(exc: TaggerError) -> None:
+    raise click.ClickException(str(exc))
+
+
+# ---------------------------------------------------------------- scan
+
+
+class _Bar:
+    """done/total, rate and ETA on stderr; a line every few seconds when not a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.queued = 0
+
+    def discovered(self, found: int, queued: int) -> None:
+        self.queued = queued
+        if self.enabled and self.tty:
+            click.echo(f"\rfound {found} files, queued {queued} …", err=True, nl=False)
+
+    def __call__(self, p) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        final = p.total and p.done >= p.total
+        if not self.tty and not final and now - self.last < 5:
+            return
+        self.last = now
+        total = max(p.total, self.queued)
+        width = 30
+        filled = int(width * p.done / total) if total else width
+        eta = f"{int(p.eta // 60)}:{int(p.eta % 60):02d}" if p.eta is not None else "--:--"
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {p.done}/{total}  {p.rate:.1f} files/s  ETA {eta}"
+        click.echo(("\r" + line) if self.tty else line, err=True, nl=not self.tty)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            click.echo("", err=True)
+
+
+def _print_summary(summary: dict) -> None:
+    click.echo(f"scan {summary['scan_id']}: {summary['found']} audio files found in {summary['seconds']:.1f} s")
+    lines = [("tagged", summary["tagged"]), ("unchanged (skipped)", summary["unchanged"]),
+             ("low confidence (not written)", summary["low_confidence"]),
+             ("kept the user's genre", summary["kept_user_genre"]), ("dry run (predicted only)", summary["dry_run"]),
+             ("failed", summary["failed"]), ("still queued", summary["pending"])]
+    for label, n in lines:
+        if n or label in ("tagged", "failed"):
+            click.echo(f"  {label:<30} {n}")
+    if summary["genres"]:
+        click.echo("  genres: " + ", ".join(f"{g} {n}" for g, n in summary["genres"].items()))
+    for f in summary["failures"]:
+        click.echo(f"  failed: {f['path']}: {f['reason']}")
+    for p in summary["problems"]:
+        click.echo(f"  skipped: {p['path']}: {p['reason']}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=True, path_type=str))
+@click.option("--dry-run", is_flag=True, help="Predict and record, but write nothing into the files.")
+@click.option("--force", is_flag=True, help="Analyse files even when unchanged since their last analysis.")
+@click.option("--workers", type=click.IntRange(min=1), help="Local worker processes (default: one per core).")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), help="Write no tag below this confidence (default 0.3).")
+@click.option("--overwrite", is_flag=True, help="Replace genres the user set themselves.")
+@click.option("--model", help="Model name, or a comma-separated chain (default: the shipped default chain).")
+@click.option("--wait/--no-wait", default=None, help="With Redis: follow the scan until done (default: return after queueing).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, wait, as_json, quiet):
+    """Find audio files under PATHS, predict their genres and write them into their tags.
+
+    Files unchanged since their last analysis are skipped. With no broker
+    configured, jobs run in local worker processes; with a Redis broker they
+    go to `tagger worker` processes anywhere.
+    """
+    from tagger import queue, scan as scan_mod
+    from tagger.models.predictor import Predictor
+    from tagger.worker import ProcessGroup
+
+    settings = _settings(ctx, workers=workers, min_confidence=min_confidence, model=model,
+                         overwrite=overwrite or None)
+    try:
+        scan_mod.prepare_database(settings)
+        names = Predictor.from_settings(settings.model, settings.model_dirs).names
+        if settings.is_embedded:  # a remote worker may have models we don't; locally we must
+            for name in names[:1]:
+                from tagger.models import registry
+
+                registry.find(name, settings.model_dirs)
+        queue.configure(settings)
+    except TaggerError as exc:
+        _fail(exc)
+    options = scan_mod.ScanOptions(dry_run=dry_run, force=force, min_confidence=settings.min_confidence,
+                                   overwrite=settings.overwrite, model=settings.model)
+    scan_id = scan_mod.create(settings, list(paths), options)
+    bar = _Bar(enabled=not quiet and not as_json)
+    group: Optional[ProcessGroup] = None
+
+    def start_workers() -> None:
+        nonlocal group
+        if settings.is_embedded:
+            group = ProcessGroup(settings, settings.worker_count).start()
+
+    started = time.monotonic()
+    status = "done"
+    try:
+        found, skipped, queued = scan_mod.discover_and_queue(
+            settings, scan_id, scan_mod.default_roots(paths), force, on_batch=bar.discovered,
+            on_first_job=start_workers)
+        follow = settings.is_embedded or bool(wait)
+        if follow and queued:
+            scan_mod.wait(settings, scan_id, started, bar, workers=group)
+        elif not follow:
+            status = "running"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        scan_mod.fail_unfinished(settings, scan_id, "interrupted", "scan interrupted before this file was analysed")
+    finally:
+        bar.close()
+        if group is not None:
+            group.stop()
+    if status != "running":
+        scan_mod.finish(settings, scan_id, status)
+    summary = scan_mod.summary(settings, scan_id)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        _print_summary(summary)
+        if status == "running":
+            click.echo(f"queued {summary['queued']} jobs; follow with `tagger status --scan {scan_id}`")
+    if status == "interrupted":
+        sys.exit(130)
+
+
+# ---------------------------------------------------------------- worker
+
+
+@main.command()
+@click.option("--processes", "-p", type=click.IntRange(min=1), help="Worker processes (default: one per core).")
+@click.option("--threads", "-t", type=click.IntRange(min=1), default=1, show_default=True, help="Job threads per process.")
+@click.option("--queues", "-Q", multiple=True, help="Only these queues (default: all).")
+@click.option("--model-threads", type=click.IntRange(min=0), default=0, hidden=True)
+@click.pass_context
+def worker(ctx, processes, threads, queues, model_threads):
+    """Run headless workers that take jobs from the configured broker.
+
+    Stop with SIGTERM or Ctrl-C: each process finishes its current job first.
+    """
+    from tagger import worker as worker_mod
+
+    from tagger import scan as scan_mod
+
+    settings = _settings(ctx)
+    try:
+
+        scan_mod.prepare_database(settings)
+    except TaggerError as exc:
+        _fail(exc)
+    if not logging.getLogger().handlers or logging.getLogger().level > logging.INFO:
+        logging.getLogger().setLevel(logging.INFO)
+    n = processes or (1 if model_threads else settings.worker_count)
+    if n == 1:
+        sys.exit(worker_mod.run(settings, threads=threads, queues=list(queues), model_threads=model_threads))
+    group = worker_mod.ProcessGroup(settings, n, threads=threads, queues=list(queues), quiet=False).start()
+    import signal
+
+    def forward(signum, _frame):
+        for p in group.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    sys.exit(group.wait())
+
+
+# ---------------------------------------------------------------- report / status
+
+
+@main.command()
+@click.option("--scan", "scan_id", type=int, help="Only this scan.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True, help="Rows per list.")
+@click.pass_context
+def report(ctx, scan_id, fmt, limit):
+    """History of scans, genre distribution, low-confidence and failed files, tag changes."""
+    from tagger import report as report_mod, scan as scan_mod
+
+    settings = _settings(ctx)
+    try:
+        scan_mod.prepare_database(settings)
+    except TaggerError as exc:
+        _fail(exc)
+    doc = report_mod.collect(settings, scan_id, limit)
+    if scan_id is not None and not doc["scans"]:
+        raise click.ClickException(f"no scan {scan_id}")
+    click.echo(report_mod.RENDERERS[fmt](doc), nl=fmt != "csv")
+
+
+@main.command()
+@click.option("--scan", "scan_id", type=int, help="One scan (default: the latest).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx, scan_id, as_json):
+    """Queue depth and a scan's progress: done, failed, rate."""
+    from sqlalchemy import func, select
+
+    from tagger import queue, scan as scan_mod
+    from tagger.db import schema as s
+    from tagger.db.engine import session_scope
+
+    settings = _settings(ctx)
+    try:
+        scan_mod.prepare_database(settings)
+    except TaggerError as exc:
+        _fail(exc)
+    with session_scope(settings.database_url) as db:
+        scan_id = scan_id or db.scalar(select(func.max(s.Scan.id)))
+    doc = {"queue": queue.depth(settings)}
+    if scan_id:
+        doc["scan"] = scan_mod.summary(settings, scan_id)
+        doc["scan"].pop("failures")
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    q = doc["queue"]
+    click.echo(f"queue: {q['waiting']} waiting, {q['in_flight']} in flight, {q['dead']} dead")
+    if scan_id:
+        sm = doc["scan"]
+        done = sm["tagged"] + sm["low_confidence"] + sm["kept_user_genre"] + sm["dry_run"] + sm["failed"]
+        click.echo(f"scan {scan_id}: {done}/{sm['queued']} done ({sm['failed']} failed, {sm['pending']} pending), "
+                   f"{sm['files_per_second'] or 0} files/s")
+
+
+# ---------------------------------------------------------------- db / models
+
+
+@main.group()
+def db():
+    """Results database: migrations."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_context
+def db_upgrade(ctx, revision):
+    """Apply the Alembic migrations to the configured database."""
+    from tagger.db import engine
+
+    settings = _settings(ctx)
+    try:
+        engine.upgrade(settings.database_url, revision)
+    except TaggerError as exc:
+        _fail(exc)
+    click.echo(f"{settings.database_url.split('@')[-1]} at revision {engine.current_revision(settings.database_url)}")
+
+
+@db.command("current")
+@click.pass_context
+def db_current(ctx):
+    """Print the database's migration revision."""
+    from tagger.db import engine
+
+    settings = _settings(ctx)
+    click.echo(engine.current_revision(settings.database_url) or "(empty)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models(ctx, as_json):
+    """List installed models and the default chain."""
+    from tagger.models import registry
+
+    settings = _settings(ctx)
+    cards = registry.cards(settings.model_dirs)
+    chain = registry.default_chain(settings.model_dirs)
+    rows = [{"name": c.name, "version": c.version, "kind": c.kind, "labels": list(c.labels),
+             "metrics": c.metrics, "default_position": chain.index(c.name) if c.name in chain else None,
+             "directory": str(c.directory)} for c in cards]
+    if as_json:
+        click.echo(json.dumps({"default_chain": chain, "models": rows}, indent=2))
+        return
+    if not rows:
+        click.echo("no models installed")
+        return
+    click.echo("default chain: " + " → ".join(chain))
+    for r in rows:
+        click.echo(f"  {r['name']} {r['version']} ({r['kind']}, {len(r['labels'])} labels)")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV of path,genre (default: one folder per genre under PATH).")
+@click.option("--from-tags", is_flag=True, help="Use the files' own genre tags as the labels.")
+@click.option("--model", help="Model to evaluate (default: the first of the default chain).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def evaluate(ctx, path, labels, from_tags, model, as_json):
+    """Measure a model on a labeled folder: accuracy, macro-F1, per class, confusion matrix."""
+    from tagger import evaluate as ev
+    from tagger.models import registry
+
+    settings = _settings(ctx)
+    try:
+        name = model or settings.model or registry.default_chain(settings.model_dirs)[0]
+    except IndexError:
+        raise click.ClickException("no genre model is installed") from None
+    if from_tags:
+        items = ev.items_from_tags(path)
+    elif labels:
+        items = ev.items_from_csv(labels, root=path)
+    else:
+        items = ev.items_from_folders(path)
+    if not items:
+        raise click.ClickException(f"no labeled audio files found under {path}")
+    try:
+        result = ev.evaluate(items, name, settings.model_dirs)
+    except TaggerError as exc:
+        _fail(exc)
+    click.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else ev.render_text(result))

@@ -1,0 +1,58 @@
+"""Combine models: the first of a chain that can answer decides.
+
+The usual chain is the primary model then the ML fallback: the fallback
+decides when the primary is missing or fails on a file.
+"""
+from __future__ import annotations
+
+import logging
+
+from tagger.audio import Clip
+from tagger.errors import ModelMissing, TaggerError
+from tagger.models import registry
+from tagger.models.base import Model, Prediction
+
+log = logging.getLogger(__name__)
+
+
+class Predictor:
+    def __init__(self, names: list[str], model_dirs: tuple[str, ...] = ()):
+        if not names:
+            raise ModelMissing("no genre model is installed")
+        self.names = list(names)
+        self.model_dirs = tuple(model_dirs)
+        self._failed_loads: dict[str, str] = {}
+
+    @classmethod
+    def from_settings(cls, model: str, model_dirs: tuple[str, ...] = ()) -> "Predictor":
+        """``model`` names one model, a comma-separated chain, or nothing (the default chain)."""
+        names = [n.strip() for n in model.split(",") if n.strip()] or registry.default_chain(model_dirs)
+        return cls(names, model_dirs)
+
+    def models(self) -> list[Model]:
+        """The chain's loadable models, in order (loaded once per process)."""
+        out = []
+        for name in self.names:
+            if name in self._failed_loads:
+                continue
+            try:
+                out.append(registry.load(name, self.model_dirs))
+            except Exception as exc:  # a broken artifact must not stop the chain
+                self._failed_loads[name] = str(exc)
+                log.warning("model %s unavailable: %s", name, exc)
+        if not out:
+            detail = "; ".join(f"{n}: {e}" for n, e in self._failed_loads.items())
+            raise ModelMissing(f"no usable genre model ({detail or 'none installed'})")
+        return out
+
+    def predict(self, clip: Clip) -> Prediction:
+        errors = []
+        for model in self.models():
+            try:
+                return model.predict(clip)
+            except TaggerError:
+                raise  # about the input, not the model: the next model would fail too
+            except Exception as exc:
+                log.warning("model %s failed, trying the next: %s", model.card.name, exc)
+                errors.append(f"{model.card.name}: {type(exc).__name__}: {exc}")
+        raise ModelMissing("every model failed: " + "; ".join(errors))

@@ -1,0 +1,91 @@
+"""Broker set-up and enqueueing: the local SQLite queue or Redis, same actors.
+
+``configure(settings)`` builds the broker the settings name, makes it
+Dramatiq's global broker and declares the actors (``workers.actors``), whose
+decorators bind to whatever broker is global when they are imported.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from tagger.config import Settings
+
+QUEUE_NAME = "tagger"
+
+_settings: Optional[Settings] = None
+_broker: Optional[dramatiq.Broker] = None
+
+
+def make_broker(settings: Settings) -> dramatiq.Broker:
+    url = settings.queue_url
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        broker = RedisBroker(url=url)
+    elif url.startswith("sqlite:///"):
+        from tagger.localqueue import SQLiteBroker
+
+        broker = SQLiteBroker(url[len("sqlite:///"):])
+    else:
+        from tagger.errors import ConfigError
+
+        raise ConfigError(f"unsupported broker URL {url!r} (use redis://… or sqlite:///…)")
+    broker.add_middleware(CurrentMessage())
+    return broker
+
+
+def configure(settings: Settings) -> dramatiq.Broker:
+    """Make the settings' broker global and declare the actors on it (once per process)."""
+    global _settings, _broker
+    if _broker is not None and _settings is not None and _settings.queue_url == settings.queue_url:
+        _settings = settings
+        return _broker
+    _settings = settings
+    _broker = make_broker(settings)
+    dramatiq.set_broker(_broker)
+    import workers.actors  # noqa: F401  declares the actors on the new broker
+
+    for actor_name in _broker.get_declared_actors():
+        _broker.get_actor(actor_name).broker = _broker
+    return _broker
+
+
+def settings() -> Settings:
+    """The settings the broker was configured with (actors read them)."""
+    if _settings is None:
+        from tagger import config
+
+        configure(config.load())
+    assert _settings is not None
+    return _settings
+
+
+def enqueue(analysis_ids: Iterable[int]) -> int:
+    """Send one message per analysis; returns how many."""
+    from workers.actors import analyse_file
+
+    assert _broker is not None, "queue.configure() first"
+    messages = [analyse_file.message(int(i)) for i in analysis_ids]
+    if hasattr(_broker, "enqueue_many"):
+        _broker.enqueue_many(messages)
+    else:
+        for message in messages:
+            _broker.enqueue(message)
+    return len(messages)
+
+
+def depth(settings: Settings) -> dict[str, int]:
+    """Messages waiting and in flight on the tagger queue (best effort)."""
+    broker = configure(settings)
+    if hasattr(broker, "pending"):
+        counts = broker.pending(QUEUE_NAME)
+        return {"waiting": counts.get("ready", 0), "in_flight": counts.get("taken", 0),
+                "dead": counts.get("dead", 0)}
+    client, key = broker.client, f"{broker.namespace}:{QUEUE_NAME}"
+    waiting = client.llen(key) + client.llen(f"{key}.DQ")
+    stored = client.hlen(f"{key}.msgs") + client.hlen(f"{key}.DQ.msgs")
+    return {"waiting": int(waiting), "in_flight": max(0, int(stored - waiting)),
+            "dead": int(client.zcard(f"{key}.XQ"))}

@@ -1,0 +1,225 @@
+"""A scan: discover files, record them, queue one job each, follow progress.
+
+The database is the source of truth for progress: the broker only carries
+the analysis ids.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from sqlalchemy import func, select
+
+from tagger import discover, queue
+from tagger.config import Settings
+from tagger.db import schema as s
+from tagger.db.engine import ensure_schema, session_scope
+
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    dry_run: bool = False
+    force: bool = False
+    min_confidence: float = 0.3
+    overwrite: bool = False
+    model: str = ""
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int
+    counts: dict[str, int]
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> Optional[float]:
+        return (self.total - self.done) / self.rate if self.rate > 0 else None
+
+
+def prepare_database(settings: Settings) -> None:
+    """Bring the database to the latest schema (automatic for SQLite only)."""
+    url = settings.database_url
+    ensure_schema(url, auto_upgrade=url.startswith("sqlite"))
+
+
+def create(settings: Settings, roots: list[str], options: ScanOptions) -> int:
+    with session_scope(settings.database_url) as db:
+        scan = s.Scan(roots=[os.fsdecode(os.path.abspath(r)) for r in roots], options=asdict(options),
+                      host=socket.gethostname(), status="running")
+        db.add(scan)
+        db.flush()
+        return scan.id
+
+
+def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], force: bool,
+                       on_batch: Optional[Callable[[int, int], None]] = None,
+                       on_first_job: Optional[Callable[[], None]] = None) -> tuple[int, int, int]:
+    """Walk the roots, record files and analyses, queue jobs as each batch commits.
+
+    Returns (found, skipped as unchanged, queued).
+    """
+    found = skipped = queued = 0
+    batch: list[discover.Found] = []
+
+    def flush() -> None:
+        nonlocal skipped, queued
+        ids, n_skipped = _record_batch(settings, scan_id, batch, force)
+        skipped += n_skipped
+        if ids:
+            if queued == 0 and on_first_job:
+                on_first_job()
+            queue.enqueue(ids)
+            queued += len(ids)
+        batch.clear()
+        if on_batch:
+            on_batch(found, queued)
+
+    for item in discover.walk(roots):
+        if isinstance(item, discover.Problem):
+            _record_problem(settings, scan_id, item)
+            continue
+        found += 1
+        batch.append(item)
+        if len(batch) >= BATCH:
+            flush()
+    flush()
+    with session_scope(settings.database_url) as db:
+        scan = db.get(s.Scan, scan_id)
+        scan.found, scan.skipped, scan.queued = found, skipped, queued
+    return found, skipped, queued
+
+
+def _record_batch(settings: Settings, scan_id: int, batch: list[discover.Found], force: bool) -> tuple[list[int], int]:
+    if not batch:
+        return [], 0
+    raws = {os.fsencode(f.path): f for f in batch}
+    ids: list[int] = []
+    skipped = 0
+    with session_scope(settings.database_url) as db:
+        existing = {f.raw_path: f for f in db.scalars(select(s.File).where(s.File.raw_path.in_(list(raws))))}
+        new_analyses = []
+        for raw, found in raws.items():
+            row = existing.get(raw)
+            if row is None:
+                row = s.File(raw_path=raw, path=raw.decode("utf-8", "replace"), format=found.format,
+                             size=found.size, mtime_ns=found.mtime_ns)
+                db.add(row)
+            elif not force and row.done_size == found.size and row.done_mtime_ns == found.mtime_ns:
+                skipped += 1
+                continue
+            row.size, row.mtime_ns, row.format = found.size, found.mtime_ns, found.format
+            analysis = s.Analysis(scan_id=scan_id, file=row, size=found.size, mtime_ns=found.mtime_ns)
+            db.add(analysis)
+            new_analyses.append(analysis)
+        db.flush()
+        ids = [a.id for a in new_analyses]
+    return ids, skipped
+
+
+def _record_problem(settings: Settings, scan_id: int, problem: discover.Problem) -> None:
+    with session_scope(settings.database_url) as db:
+        db.add(s.Error(scan_id=scan_id, path=os.fsencode(problem.path).decode("utf-8", "replace"),
+                       kind="unreadable_path", message=problem.reason, final=True))
+
+
+def progress(settings: Settings, scan_id: int, started: float) -> Progress:
+    with session_scope(settings.database_url) as db:
+        rows = db.execute(
+            select(s.Analysis.status, func.count()).where(s.Analysis.scan_id == scan_id).group_by(s.Analysis.status)
+        ).all()
+    counts = {status: n for status, n in rows}
+    total = sum(counts.values())
+    done = sum(n for st, n in counts.items() if st in s.FINISHED)
+    return Progress(total=total, done=done, counts=counts, elapsed=time.monotonic() - started)
+
+
+def wait(settings: Settings, scan_id: int, started: float, on_progress: Callable[[Progress], None],
+         workers=None, poll: float = 0.5, discovering: Callable[[], bool] = lambda: False) -> Progress:
+    """Follow a scan until every analysis has finished (or local workers cannot go on)."""
+    while True:
+        p = progress(settings, scan_id, started)
+        on_progress(p)
+        if p.done >= p.total and not discovering():
+            return p
+        if workers is not None and not workers.check():
+            fail_unfinished(settings, scan_id, "worker", "worker processes stopped unexpectedly; see worker.log")
+            return progress(settings, scan_id, started)
+        time.sleep(poll)
+
+
+def fail_unfinished(settings: Settings, scan_id: int, kind: str, reason: str) -> int:
+    """Mark the scan's unfinished analyses failed (an interrupted scan); returns how many."""
+    with session_scope(settings.database_url) as db:
+        rows = db.scalars(select(s.Analysis).where(s.Analysis.scan_id == scan_id,
+                                                   s.Analysis.status.in_([s.QUEUED, s.RUNNING]))).all()
+        for a in rows:
+            a.status, a.error_kind, a.error, a.finished_at = s.FAILED, kind, reason, s.utcnow()
+            db.add(s.Error(scan_id=scan_id, file_id=a.file_id, analysis_id=a.id, path=a.file.path,
+                           kind=kind, message=reason, final=True))
+        return len(rows)
+
+
+def finish(settings: Settings, scan_id: int, status: str = "done") -> None:
+    with session_scope(settings.database_url) as db:
+        scan = db.get(s.Scan, scan_id)
+        scan.status, scan.finished_at = status, s.utcnow()
+
+
+def summary(settings: Settings, scan_id: int) -> dict:
+    """What a scan did, as plain data (the CLI prints it, ``--json`` dumps it)."""
+    with session_scope(settings.database_url) as db:
+        scan = db.get(s.Scan, scan_id)
+        counts = dict(db.execute(select(s.Analysis.status, func.count()).where(s.Analysis.scan_id == scan_id)
+                                 .group_by(s.Analysis.status)).all())
+        failed = db.execute(
+            select(s.File.path, s.Analysis.error_kind, s.Analysis.error).join(s.File, s.Analysis.file_id == s.File.id)
+            .where(s.Analysis.scan_id == scan_id, s.Analysis.status == s.FAILED).order_by(s.File.path)
+        ).all()
+        problems = db.execute(select(s.Error.path, s.Error.message).where(
+            s.Error.scan_id == scan_id, s.Error.analysis_id.is_(None))).all()
+        genres = dict(db.execute(
+            select(s.Prediction.genre, func.count()).join(s.Analysis, s.Prediction.analysis_id == s.Analysis.id)
+            .where(s.Analysis.scan_id == scan_id).group_by(s.Prediction.genre)).all())
+        end = scan.finished_at or s.utcnow()
+        start = scan.started_at
+        if start.tzinfo is None:  # SQLite returns naive datetimes
+            end = end.replace(tzinfo=None)
+        seconds = max((end - start).total_seconds(), 0.0)
+        analysed = sum(counts.values())
+        return {
+            "scan_id": scan.id,
+            "status": scan.status,
+            "roots": scan.roots,
+            "options": scan.options,
+            "started_at": scan.started_at.isoformat(),
+            "finished_at": scan.finished_at.isoformat() if scan.finished_at else None,
+            "seconds": round(seconds, 2),
+            "found": scan.found,
+            "unchanged": scan.skipped,
+            "queued": scan.queued,
+            "tagged": counts.get(s.TAGGED, 0),
+            "low_confidence": counts.get(s.LOW_CONFIDENCE, 0),
+            "kept_user_genre": counts.get(s.KEPT, 0),
+            "dry_run": counts.get(s.DRY_RUN, 0),
+            "failed": counts.get(s.FAILED, 0),
+            "pending": counts.get(s.QUEUED, 0) + counts.get(s.RUNNING, 0),
+            "files_per_second": round(analysed / seconds, 2) if seconds else None,
+            "genres": dict(sorted(genres.items(), key=lambda kv: -kv[1])),
+            "failures": [{"path": p, "kind": k, "reason": r} for p, k, r in failed],
+            "problems": [{"path": p, "reason": r} for p, r in problems],
+        }
+
+
+def default_roots(paths: Iterable[str]) -> list[str]:
+    return [str(Path(p).expanduser()) for p in paths]

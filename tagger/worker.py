@@ -1,0 +1,124 @@
+"""Worker processes: headless (``tagger worker``) or local to an embedded scan.
+
+Each process runs one Dramatiq ``Worker`` over the configured broker; the
+model loads once per process, on its first job, with the process's share of
+the cores as its thread budget.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Optional
+
+from tagger.config import Settings
+
+log = logging.getLogger("tagger.worker")
+
+
+def run(settings: Settings, threads: int = 1, queues: Optional[list[str]] = None,
+        model_threads: int = 0) -> int:
+    """Run one worker process until SIGTERM or SIGINT; finishes its current job first."""
+    import dramatiq
+
+    from tagger import queue
+    from tagger.models import runtime
+
+    runtime.set_threads(model_threads or max(1, (os.cpu_count() or 1) // max(1, threads)))
+    broker = queue.configure(settings)
+    worker = dramatiq.Worker(broker, queues=set(queues) if queues else None, worker_threads=threads,
+                             worker_timeout=500)
+    stop = threading.Event()
+
+    def _stop(signum, _frame):
+        log.info("signal %s: finishing the current job, then stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker.start()
+    log.info("worker %s ready on %s", os.getpid(), _redact(settings.queue_url))
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        # unacked prefetched messages go back; the running job completes
+        worker.stop(timeout=settings.job_time_limit * 1000)
+        broker.close()
+    return 0
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+class ProcessGroup:
+    """N ``tagger worker`` child processes, restarted if one dies."""
+
+    def __init__(self, settings: Settings, processes: int, threads: int = 1, queues: Optional[list[str]] = None,
+                 max_restarts: int = 3, quiet: bool = True):
+        self.settings = settings
+        self.n = max(1, processes)
+        self.threads = threads
+        self.queues = queues or []
+        self.max_restarts = max_restarts
+        self.restarts = 0
+        self.quiet = quiet
+        self.procs: list[subprocess.Popen] = []
+        self.log_path = settings.data_dir / "worker.log"
+
+    def _spawn(self) -> subprocess.Popen:
+        env = dict(os.environ)
+        env.update(self.settings.to_env())
+        model_threads = max(1, (os.cpu_count() or 1) // self.n)
+        cmd = [sys.executable, "-m", "tagger", "worker", "--processes", "1", "--threads", str(self.threads),
+               "--model-threads", str(model_threads)]
+        for q in self.queues:
+            cmd += ["--queues", q]
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_path, "ab") if self.quiet else None
+        try:
+            return subprocess.Popen(cmd, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        finally:
+            if out is not None:
+                out.close()
+
+    def start(self) -> "ProcessGroup":
+        while len(self.procs) < self.n:
+            self.procs.append(self._spawn())
+        return self
+
+    def check(self) -> bool:
+        """Restart dead children within the restart budget; False when none can run."""
+        for i, p in enumerate(self.procs):
+            if p.poll() is not None:
+                if self.restarts >= self.max_restarts:
+                    continue
+                log.warning("worker %s exited with %s; restarting", p.pid, p.returncode)
+                self.restarts += 1
+                self.procs[i] = self._spawn()
+        return any(p.poll() is None for p in self.procs)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def wait(self) -> int:
+        """Block until every child exits (headless mode); returns the worst exit code."""
+        codes = [p.wait() for p in self.procs]
+        return max(codes) if codes else 0
