@@ -74,7 +74,7 @@ def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], f
 
     def flush() -> None:
         nonlocal skipped, queued
-        ids, n_skipped = _record_batch(settings, scan_id, batch, force)
+        ids, n_skipped = record_files(settings, scan_id, batch, force)
         skipped += n_skipped
         if ids:
             if queued == 0 and on_first_job:
@@ -100,7 +100,7 @@ def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], f
     return found, skipped, queued
 
 
-def _record_batch(settings: Settings, scan_id: int, batch: list[discover.Found], force: bool) -> tuple[list[int], int]:
+def record_files(settings: Settings, scan_id: int, batch: list[discover.Found], force: bool) -> tuple[list[int], int]:
     if not batch:
         return [], 0
     raws = {os.fsencode(f.path): f for f in batch}
@@ -108,6 +108,12 @@ def _record_batch(settings: Settings, scan_id: int, batch: list[discover.Found],
     skipped = 0
     with session_scope(settings.database_url) as db:
         existing = {f.raw_path: f for f in db.scalars(select(s.File).where(s.File.raw_path.in_(list(raws))))}
+        # files another running scan has queued and not finished: queuing them again would duplicate work
+        in_flight = set() if force or not existing else set(db.scalars(
+            select(s.Analysis.file_id).join(s.Scan, s.Analysis.scan_id == s.Scan.id)
+            .where(s.Analysis.file_id.in_([f.id for f in existing.values()]),
+                   s.Analysis.status.in_([s.QUEUED, s.RUNNING]), s.Scan.status == "running",
+                   s.Scan.id != scan_id)))
         new_analyses = []
         for raw, found in raws.items():
             row = existing.get(raw)
@@ -115,7 +121,8 @@ def _record_batch(settings: Settings, scan_id: int, batch: list[discover.Found],
                 row = s.File(raw_path=raw, path=raw.decode("utf-8", "replace"), format=found.format,
                              size=found.size, mtime_ns=found.mtime_ns)
                 db.add(row)
-            elif not force and row.done_size == found.size and row.done_mtime_ns == found.mtime_ns:
+            elif not force and (row.id in in_flight or (
+                    row.done_size == found.size and row.done_mtime_ns == found.mtime_ns)):
                 skipped += 1
                 continue
             row.size, row.mtime_ns, row.format = found.size, found.mtime_ns, found.format

@@ -1,0 +1,36 @@
+# The two commands that matter on a fresh machine:
+#   make scan DIR=~/Music    set up, then tag a music folder
+#   make test                set up, then run the tests
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DIR ?= $(HOME)/Music
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system venv scan test services bench clean
+
+setup: system venv
+
+# ffmpeg (M4A/AAC decoding, test fixtures) and sox are not on a fresh machine
+system:
+	@command -v ffmpeg >/dev/null && command -v sox >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg sox >/dev/null )
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+scan: setup
+	$(VENV)/bin/tagger scan "$(DIR)"
+
+services:
+	bash .ci/services
+
+test: setup services
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

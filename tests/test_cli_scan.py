@@ -1,0 +1,89 @@
+"""`tagger scan` and `tagger report` end to end, as a user runs them: real processes,
+real files of every format, the embedded default (SQLite + local worker processes)."""
+from __future__ import annotations
+
+import json
+
+import audiofiles
+import numpy as np
+from services import run_cli
+
+from tagger import tags
+
+OTHER = {"title": ["Título"], "artist": ["Artist"], "album": ["An Album"]}
+
+
+def _library(audio_factory, tmp_path):
+    files = {}
+    for fmt in audiofiles.FORMATS:
+        files[fmt] = audio_factory(fmt, name=f"lib/{fmt}/track {fmt}.{audiofiles.SUFFIX[fmt][1:]}",
+                                   seconds=12, tags=OTHER, cover=audiofiles.make_png())
+    bad = tmp_path / "lib" / "bad"
+    bad.mkdir()
+    audiofiles.zero_byte(bad, "zero.mp3")
+    audiofiles.text_as_audio(bad, "readme.mp3")
+    audiofiles.truncated(audio_factory("mp3", name="src/full.mp3", seconds=20), bad / "truncated.mp3", 0.05)
+    return tmp_path / "lib", files
+
+
+def test_scan_tags_every_format_reports_bad_files_and_rescan_skips(settings, audio_factory, tmp_path):
+    root, files = _library(audio_factory, tmp_path)
+    before = {fmt: (audiofiles.all_tags(p, fmt), audiofiles.decode(p, fmt)) for fmt, p in files.items()}
+
+    first = run_cli(settings, "scan", str(root), "--json")
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["found"] == 10 and summary["tagged"] == 7 and summary["failed"] == 3
+    reasons = {f["path"].rsplit("/", 1)[1]: f["reason"] for f in summary["failures"]}
+    assert "empty file" in reasons["zero.mp3"]
+    assert "not MP3 audio" in reasons["readme.mp3"]
+    assert "truncated" in reasons["truncated.mp3"]
+
+    for fmt, path in files.items():
+        old_tags, old_audio = before[fmt]
+        ours = tags.read(path, fmt)
+        assert ours["genre"] and ours["genre"][0] in summary["genres"]
+        new_tags = audiofiles.all_tags(path, fmt)
+        for key, value in old_tags.items():  # every tag that was there is still there, unchanged
+            assert new_tags.get(key) == value, (fmt, key)
+        np.testing.assert_array_equal(audiofiles.decode(path, fmt), old_audio)
+
+    second = run_cli(settings, "scan", str(root), "--json")
+    assert second.returncode == 0, second.stderr
+    again = json.loads(second.stdout)
+    assert again["unchanged"] == 7 and again["tagged"] == 0
+    assert again["queued"] == 3  # only the failed files are tried again
+
+    report = run_cli(settings, "report", "--format", "json")
+    doc = json.loads(report.stdout)
+    assert [sc["id"] for sc in doc["scans"]] == [summary["scan_id"], again["scan_id"]]
+    assert sum(g["files"] for g in doc["genres"]) == 7
+    assert {f["path"].rsplit("/", 1)[1] for f in doc["failed"]} == {"zero.mp3", "readme.mp3", "truncated.mp3"}
+    assert len([c for c in doc["changes"] if c["state"] == "done"]) == 7
+
+    table = run_cli(settings, "report")
+    assert table.returncode == 0 and "Scans" in table.stdout and "truncated" in table.stdout
+    csv_out = run_cli(settings, "report", "--format", "csv", "--scan", str(summary["scan_id"]))
+    assert csv_out.stdout.count("\nchange,") == 7
+
+
+def test_dry_run_changes_no_file(settings, audio_factory):
+    paths = [audio_factory(fmt, name=f"d/x.{audiofiles.SUFFIX[fmt][1:]}", seconds=10) for fmt in ("mp3", "flac")]
+    raw = [p.read_bytes() for p in paths]
+    out = run_cli(settings, "scan", str(paths[0].parent), "--dry-run", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["dry_run"] == 2
+    assert [p.read_bytes() for p in paths] == raw
+
+
+def test_scan_without_any_model_says_so(settings, audio_factory, tmp_path):
+    path = audio_factory("mp3", name="m/a.mp3", seconds=10)
+    out = run_cli(settings, "scan", str(path.parent), TAGGER_MODEL="absent-model", TAGGER_MODEL_DIRS=str(tmp_path))
+    assert out.returncode != 0
+    assert "no model named 'absent-model'" in out.stderr
+
+
+def test_every_command_has_help(settings):
+    for cmd in ([], ["scan"], ["report"], ["worker"], ["status"], ["db", "upgrade"], ["models"], ["evaluate"]):
+        out = run_cli(settings, *cmd, "--help")
+        assert out.returncode == 0 and "Usage:" in out.stdout, cmd

@@ -1,0 +1,174 @@
+"""analyse() on real files, in this process: what ends up in the file and in the database."""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import audiofiles
+import mutagen
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from tagger import discover, pipeline, scan, tags
+from tagger.db import schema as s
+from tagger.db.engine import session_scope
+
+USER_TAGS = {"title": ["Sång för ögat"], "artist": ["Ünïcode Ärtist"], "album": ["Album"]}
+
+
+def _queue(settings, paths, **options):
+    """Record a scan of ``paths`` and its analyses (no broker: the test runs the jobs)."""
+    scan.prepare_database(settings)
+    scan_id = scan.create(settings, [str(p) for p in paths], scan.ScanOptions(**options))
+    found = [f for f in discover.walk(paths) if isinstance(f, discover.Found)]
+    ids, _ = scan.record_files(settings, scan_id, found, force=True)
+    return scan_id, ids
+
+
+def _analysis(settings, analysis_id):
+    with session_scope(settings.database_url) as db:
+        a = db.get(s.Analysis, analysis_id)
+        return a.status, a.error, a.prediction and (a.prediction.genre, a.prediction.confidence, a.prediction.top)
+
+
+@pytest.mark.parametrize("fmt", audiofiles.FORMATS)
+def test_tags_every_format_keeping_audio_and_other_tags(settings, audio_factory, fmt):
+    cover = audiofiles.make_png()
+    path = audio_factory(fmt, seconds=12, tags=USER_TAGS, cover=cover)
+    before_tags = audiofiles.all_tags(path, fmt)
+    before_audio = audiofiles.decode(path, fmt)
+
+    _, (aid,) = _queue(settings, [path], min_confidence=0.0)
+    assert pipeline.analyse(aid, settings) == s.TAGGED
+
+    status, error, (genre, confidence, top) = _analysis(settings, aid)
+    assert error is None and len(top) == 3 and top[0][0] == genre
+    easy = mutagen.File(path, easy=fmt != "m4a" or None)
+    ours = tags.read(path, fmt)
+    assert ours["genre"] == [genre]
+    assert ours["model"] == ["test-logreg 1"]
+    assert float(ours["confidence"][0]) == pytest.approx(confidence, abs=1e-3)
+    after_tags = audiofiles.all_tags(path, fmt)
+    mine = {k for k in after_tags if k not in before_tags or after_tags[k] != before_tags[k]}
+    # only our three fields differ
+    assert len(mine) <= 3, mine
+    assert audiofiles.cover_of(path, fmt) == cover
+    np.testing.assert_array_equal(audiofiles.decode(path, fmt), before_audio)
+    assert easy is not None
+
+
+def test_redelivered_job_does_nothing_twice(settings, audio_factory):
+    path = audio_factory("flac", seconds=10)
+    _, (aid,) = _queue(settings, [path], min_confidence=0.0)
+    assert pipeline.analyse(aid, settings) == s.TAGGED
+    stat = os.stat(path)
+    assert pipeline.analyse(aid, settings) is None  # the same message delivered again
+    assert os.stat(path).st_mtime_ns == stat.st_mtime_ns
+    with session_scope(settings.database_url) as db:
+        assert db.scalar(select(func.count()).select_from(s.Prediction)) == 1
+        assert db.scalar(select(func.count()).select_from(s.TagChange)) == 1
+
+
+def test_redelivery_after_a_crash_between_write_and_record(settings, audio_factory):
+    """The tag was written but the worker died before recording it: no second write."""
+    path = audio_factory("mp3", seconds=10)
+    _, (aid,) = _queue(settings, [path], min_confidence=0.0)
+    assert pipeline.analyse(aid, settings) == s.TAGGED
+    with session_scope(settings.database_url) as db:  # roll the records back to "mid-job"
+        a = db.get(s.Analysis, aid)
+        db.delete(a.prediction)
+        a.status = s.RUNNING
+        change = db.scalars(select(s.TagChange)).one()
+        change.state = "pending"
+        original_before = dict(change.before)
+    mtime = os.stat(path).st_mtime_ns
+    assert pipeline.analyse(aid, settings) == s.TAGGED
+    assert os.stat(path).st_mtime_ns == mtime  # not written again
+    with session_scope(settings.database_url) as db:
+        changes = db.scalars(select(s.TagChange)).all()
+        assert len(changes) == 1 and changes[0].state == "done" and changes[0].before == original_before
+
+
+def test_dry_run_writes_nothing(settings, audio_factory):
+    path = audio_factory("ogg", seconds=10, tags=USER_TAGS)
+    raw = path.read_bytes()
+    _, (aid,) = _queue(settings, [path], dry_run=True, min_confidence=0.0)
+    assert pipeline.analyse(aid, settings) == s.DRY_RUN
+    assert path.read_bytes() == raw
+    assert _analysis(settings, aid)[2] is not None  # the prediction is recorded
+
+
+def test_below_min_confidence_no_tag(settings, audio_factory):
+    path = audio_factory("m4a", seconds=10)
+    raw = path.read_bytes()
+    _, (aid,) = _queue(settings, [path], min_confidence=1.0)
+    assert pipeline.analyse(aid, settings) == s.LOW_CONFIDENCE
+    assert path.read_bytes() == raw
+
+
+def test_user_genre_kept_unless_overwrite(settings, audio_factory, tmp_path):
+    path = audio_factory("flac", seconds=10, tags={"genre": ["Shoegaze"]})
+    _, (aid,) = _queue(settings, [path], min_confidence=0.0)
+    assert pipeline.analyse(aid, settings) == s.KEPT
+    assert tags.read(path, "flac")["genre"] == ["Shoegaze"]
+    with session_scope(settings.database_url) as db:
+        assert db.get(s.Analysis, aid).prediction.previous_genre == ["Shoegaze"]
+
+    _, (aid2,) = _queue(settings, [path], min_confidence=0.0, overwrite=True)
+    assert pipeline.analyse(aid2, settings) == s.TAGGED
+    assert tags.read(path, "flac")["genre"] != ["Shoegaze"]
+    with session_scope(settings.database_url) as db:
+        change = db.scalars(select(s.TagChange).where(s.TagChange.analysis_id == aid2)).one()
+        assert change.before["genre"] == ["Shoegaze"]
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda d, f: audiofiles.zero_byte(d, "empty.mp3"), "empty file"),
+    (lambda d, f: audiofiles.text_as_audio(d, "notes.mp3"), "not MP3 audio"),
+    (lambda d, f: audiofiles.truncated(f("mp3", seconds=20), d / "cut.mp3", 0.05), "truncated"),
+    (lambda d, f: f("wav", name="short.wav", seconds=1.5), "too short"),
+    (lambda d, f: f("flac", name="silence.flac", seconds=10, kind="silence"), "silent"),
+])
+def test_bad_input_is_recorded_with_a_reason(settings, audio_factory, tmp_path, make, reason):
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    path = make(bad_dir, audio_factory)
+    raw = path.read_bytes()
+    _, (aid,) = _queue(settings, [path])
+    assert pipeline.analyse(aid, settings) == s.FAILED
+    status, error, prediction = _analysis(settings, aid)
+    assert reason in error and "\n" not in error and prediction is None
+    assert path.read_bytes() == raw
+
+
+def test_file_deleted_between_scan_and_job(settings, audio_factory):
+    path = audio_factory("mp3", seconds=10)
+    _, (aid,) = _queue(settings, [path])
+    path.unlink()
+    assert pipeline.analyse(aid, settings) == s.FAILED
+    assert "no longer exists" in _analysis(settings, aid)[1]
+
+
+def test_file_changed_between_scan_and_write_is_not_written(settings, audio_factory):
+    path = audio_factory("flac", seconds=10)
+    _, (aid,) = _queue(settings, [path], min_confidence=0.0)
+    with open(path, "ab") as f:  # another program touches the file after the scan saw it
+        f.write(b"")
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 5_000_000_000))
+    raw = path.read_bytes()
+    assert pipeline.analyse(aid, settings) == s.FAILED
+    assert path.read_bytes() == raw
+    with session_scope(settings.database_url) as db:
+        assert db.get(s.Analysis, aid).error_kind == "file_changed"
+        assert db.scalars(select(s.TagChange)).one().state == "failed"
+
+
+def test_fallback_decides_when_primary_model_is_missing(settings, audio_factory):
+    path = audio_factory("wav", seconds=10)
+    chained = replace(settings, model="no-such-model,test-logreg")
+    _, (aid,) = _queue(chained, [path], min_confidence=0.0, model="no-such-model,test-logreg")
+    assert pipeline.analyse(aid, chained) == s.TAGGED
+    with session_scope(settings.database_url) as db:
+        p = db.get(s.Analysis, aid).prediction
+        assert p.model == "test-logreg" and p.decided_by == "fallback"
