@@ -1,0 +1,48 @@
+"""tagger.evaluate on real GTZAN clips with a real (small) model."""
+from __future__ import annotations
+
+import numpy as np
+
+import audiofiles
+from services import TEST_MODEL
+from tagger import audio
+from tagger.evaluate import evaluate, items_from_csv, items_from_folder, items_from_tags, render_text
+from tagger.models import registry
+
+
+def test_evaluate_scores_what_the_model_predicts(gtzan, test_model_dir, tmp_path):
+    clips = [gtzan / "blues" / "blues.00010.mp3", gtzan / "blues" / "blues.00011.mp3",
+             gtzan / "metal" / "metal.00009.mp3", gtzan / "rock" / "rock.00003.mp3"]
+    bad = audiofiles.text_as_audio(tmp_path)
+    items = [(clips[0], "Blues"), (clips[1], "blues"), (clips[2], "metal"), (clips[3], "rock"), (bad, "jazz")]
+    res = evaluate(items, TEST_MODEL, model_dirs=[str(test_model_dir)])
+
+    assert res["model"] == TEST_MODEL and res["n"] == 4
+    assert [e["path"] for e in res["errors"]] == [str(bad)]
+    # "Blues" matches the model's label; "rock" is a genre this model cannot output
+    assert [p["true"] for p in res["predictions"]] == ["blues", "blues", "metal", "rock"]
+    assert res["unknown_labels"] == ["rock"] and res["per_class"]["rock"]["recall"] == 0.0
+    # every figure follows from the per-file predictions, which are the model's own
+    model = registry.load(TEST_MODEL, extra=[str(test_model_dir)])
+    probs = model.predict_batch([audio.load_clip(p) for p in clips])
+    assert [p["predicted"] for p in res["predictions"]] == [model.card.labels[k] for k in probs.argmax(1)]
+    hits = [p["true"] == p["predicted"] for p in res["predictions"]]
+    assert res["accuracy"] == round(np.mean(hits), 4)
+    cm = np.array(res["confusion"])
+    assert cm.sum() == 4 and cm.trace() == sum(hits)
+    assert [res["per_class"][lab]["support"] for lab in res["labels"]] == cm.sum(axis=1).tolist()
+    tested = [lab for lab in res["labels"] if res["per_class"][lab]["support"]]
+    assert res["macro_f1"] == round(np.mean([res["per_class"][lab]["f1"] for lab in tested]), 4)
+    text = render_text(res)
+    assert f"accuracy {res['accuracy']:.3f}" in text and "rock" in text and "1 unreadable" in text
+
+
+def test_label_sources(gtzan, tmp_path):
+    tree = items_from_folder(gtzan)
+    assert len(tree) == 218 and tree[0] == (gtzan / "blues" / "blues.00000.mp3", "blues")
+    (tmp_path / "l.csv").write_text("path,genre\nblues/blues.00000.mp3,blues\n")
+    assert items_from_csv(tmp_path / "l.csv", root=gtzan) == [(gtzan / "blues" / "blues.00000.mp3", "blues")]
+    tagged = audiofiles.make_audio(tmp_path / "lib", "mp3", "a.mp3", seconds=4.0, tags={"genre": ["Jazz"]})
+    audiofiles.make_audio(tmp_path / "lib", "flac", "b.flac", seconds=4.0, tags={"genre": ["Metal"]})
+    audiofiles.make_audio(tmp_path / "lib", "ogg", "untagged.ogg", seconds=4.0)
+    assert items_from_tags(tmp_path / "lib") == [(tagged, "Jazz"), (tmp_path / "lib" / "b.flac", "Metal")]
