@@ -30,3 +30,7 @@ def audio_factory(audio_cache, tmp_path) -> audiofiles.AudioFactory:
 def all_formats() -> list[str]:
     """Every format tagger supports: mp3, flac, ogg, opus, m4a, wav, aiff."""
     return list(audiofiles.FORMATS)
+
+
+# ---------------------------------------------------------------- services, models, the CLI
+from services import gtzan, pg_url, redis_url, settings, test_model_dir  # noqa: E402,F401
