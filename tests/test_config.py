@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+
+from tagger import config
+from tagger.errors import ConfigError
+
+
+def test_precedence_defaults_file_env_flags(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[tagger]\nmin_confidence = 0.5\nworkers = 3\nmodel = "from-file"\n')
+    env = {"TAGGER_WORKERS": "4", "TAGGER_DATA_DIR": str(tmp_path / "d")}
+    s = config.load({"model": "from-flag", "overwrite": None}, environ=env, config_file=cfg)
+    assert s.min_confidence == 0.5  # file
+    assert s.workers == 4  # environment beats file
+    assert s.model == "from-flag"  # flag beats both
+    assert s.overwrite is False  # a None flag is "not given"
+    assert s.database_url == f"sqlite:///{tmp_path / 'd' / 'tagger.sqlite3'}"
+    assert s.is_embedded
+
+
+def test_redis_url_means_distributed(tmp_path):
+    s = config.load(environ={"TAGGER_BROKER_URL": "redis://h:6379/0"}, config_file=tmp_path / "x.toml")
+    assert not s.is_embedded and s.queue_url == "redis://h:6379/0"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[tagger]\ncolour = 'blue'\n", "unknown setting 'colour'"),
+    ("[tagger]\nworkers = 'many'\n", "setting workers"),
+    ("not toml = = =", "cannot read config file"),
+])
+def test_bad_config_file_gives_one_line(tmp_path, text, message):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        config.load(environ={}, config_file=cfg)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_min_confidence_range(tmp_path):
+    with pytest.raises(ConfigError):
+        config.load({"min_confidence": 1.5}, environ={}, config_file=tmp_path / "none.toml")
+
+
+def test_path_map_translates_scanner_paths(tmp_path):
+    s = config.load(environ={"TAGGER_PATH_MAP": "/srv/music=/mnt/music"}, config_file=tmp_path / "n.toml")
+    assert s.map_path("/srv/music/a/b.mp3") == "/mnt/music/a/b.mp3"
+    assert s.map_path("/srv/musical/b.mp3") == "/srv/musical/b.mp3"
+    assert Path(s.map_path("/other/x.mp3")) == Path("/other/x.mp3")

@@ -1,0 +1,62 @@
+import os
+
+from tagger.discover import Found, Problem, walk
+
+
+def _touch(path, data=b"x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_walk_finds_audio_by_extension_recursively(tmp_path):
+    _touch(tmp_path / "a" / "one.MP3")
+    _touch(tmp_path / "a" / "b" / "two.flac")
+    _touch(tmp_path / "cover.jpg")
+    _touch(tmp_path / "notes.txt")
+    (tmp_path / "album.mp3").mkdir()  # a folder named like an audio file
+    _touch(tmp_path / "album.mp3" / "inside.opus")
+    found = [f for f in walk([tmp_path]) if isinstance(f, Found)]
+    names = sorted(os.path.basename(f.path) for f in found)
+    assert names == ["inside.opus", "one.MP3", "two.flac"]
+    assert {f.format for f in found} == {"mp3", "flac", "opus"}
+
+
+def test_symlink_loops_and_links_to_seen_files(tmp_path):
+    real = _touch(tmp_path / "music" / "song.ogg")
+    os.symlink(tmp_path / "music", tmp_path / "music" / "loop")  # a loop
+    os.symlink(real, tmp_path / "music" / "alias.ogg")  # the same file again
+    os.symlink(tmp_path / "nowhere.mp3", tmp_path / "music" / "broken.mp3")
+    items = list(walk([tmp_path]))
+    found = [i for i in items if isinstance(i, Found)]
+    assert len(found) == 1
+    problems = [i for i in items if isinstance(i, Problem)]
+    assert len(problems) == 1 and "broken" in problems[0].path and "\n" not in problems[0].reason
+
+
+def test_odd_names_survive(tmp_path):
+    odd = [b"with space.mp3", b"quote'\".mp3", b"new\nline.mp3", b"latin1-\xe9.mp3"]
+    for name in odd:
+        with open(os.path.join(os.fsencode(tmp_path), name), "wb") as f:
+            f.write(b"x")
+    found = [f for f in walk([tmp_path]) if isinstance(f, Found)]
+    assert sorted(os.fsencode(os.path.basename(f.path)) for f in found) == sorted(odd)
+
+
+def test_unreadable_folder_is_a_problem_not_a_crash(tmp_path):
+    locked = tmp_path / "locked"
+    _touch(locked / "x.mp3")
+    _touch(tmp_path / "ok.mp3")
+    locked.chmod(0)
+    try:
+        items = list(walk([tmp_path]))
+    finally:
+        locked.chmod(0o755)
+    assert any(isinstance(i, Found) and i.path.endswith("ok.mp3") for i in items)
+    if os.geteuid() != 0:  # root reads everything
+        assert any(isinstance(i, Problem) and "locked" in i.path for i in items)
+
+
+def test_a_file_given_as_root(tmp_path):
+    f = _touch(tmp_path / "x.wav")
+    assert [i.path for i in walk([f])] == [str(f)]
