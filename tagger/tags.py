@@ -37,7 +37,10 @@ permission bits, or in a directory that cannot be written, is refused with a
 the user's intent.
 
 Undo is ``write(path, fmt, previous)`` with the values :func:`read` returned
-before: a field that was absent is given ``[]`` and so removed.
+before: a field that was absent is given ``[]`` and so removed. One limit:
+an ID3 genre frame whose text mutagen reads as no genre at all (a text that
+starts with a line break) reads as ``[]``; if we write a genre, undo removes
+that empty frame rather than recreating it.
 
 Audio payload fingerprint
 -------------------------
@@ -166,7 +169,10 @@ def write(path: str | Path, fmt: str, values: dict[str, list[str]], *,
     original = _load(real, fmt, TagWriteError)
     before = _fields(family, original)
     target = {k: list(values.get(k, before[k])) for k in FIELDS}
-    fingerprint = audio_fingerprint(real, fmt)
+    try:
+        fingerprint = audio_fingerprint(real, fmt)
+    except UnreadableAudio as e:
+        raise TagWriteError(f"not written: {e.message}") from None
     if target == before:
         return WriteResult(before, before, False, FileStat.from_stat(st), fingerprint)
     others = family.others(original)
@@ -181,6 +187,8 @@ def write(path: str | Path, fmt: str, values: dict[str, list[str]], *,
         if copy.tags is None:
             copy.add_tags()
         for field, key in _keys(family):
+            if target[field] == before[field]:
+                continue  # untouched fields stay exactly as they are stored
             if target[field]:
                 family.put(copy.tags, key, target[field])
             else:
