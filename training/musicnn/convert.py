@@ -16,6 +16,7 @@ import numpy as np
 from tagger import genres
 from tagger.models.musicnn_arch import CHECKPOINT_NAMES, build_musicnn
 from tagger.musicnn_features import MUSICNN_PARAMS
+from training.musicnn import readme
 
 #: artifact name → (checkpoint folder in the wheel, tag list name)
 MODELS = {
@@ -161,7 +162,7 @@ def convert_one(package: Path, name: str, out_dir: Path, wheel_name: str) -> Pat
             "training_config": {k: config[k] for k in ("n_frames", "pre_processing", "pad_short", "audio_rep")},
         },
         "licence": "ISC (see LICENSE)",
-        "command": f"python -m training.musicnn convert --wheel {wheel_name} --out {out_dir}",
+        "command": f"python -m training.musicnn convert --wheel {wheel_name} --out {_shown(out_dir)}",
     }
     old = target / "card.json"
     if old.is_file():
@@ -173,7 +174,17 @@ def convert_one(package: Path, name: str, out_dir: Path, wheel_name: str) -> Pat
                 card[key] = previous[key]
     old.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     (target / "LICENSE").write_text(LICENSE_TEXT)
+    readme.write(target)
     return target
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (cards carry no machine paths)."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        return str(path.resolve().relative_to(repo))
+    except ValueError:
+        return str(path)
 
 
 def convert(wheel: Path, out_dir: Path, names: list[str] | None = None) -> list[Path]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from tagger import audio, genres
 from tagger.models import registry
+from training.musicnn import readme
 
 GTZAN = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 
@@ -68,10 +69,16 @@ def evaluate(name: str, out_dir: Path, gtzan: Path) -> dict:
         folded, classes = genres.fold(probs, model.card.labels, mapping, GTZAN)
         pred = [classes[i] for i in folded.argmax(axis=1)]
         result[key] = summarise(truth, pred)
+        # a track counts as a hit here when its true class is among the genres written
+        written = [{mapping.get(g) for g in genres.confident_genres(p, model.card.labels)} for p in probs]
+        result[key]["hit_in_written_genres"] = round(float(np.mean([t in w for t, w in zip(truth, written)])), 3)
+        result[key]["mean_genres_written"] = round(float(np.mean([len(genres.confident_genres(p, model.card.labels))
+                                                                  for p in probs])), 2)
         sub = [i for i, x in enumerate(ids) if x in valid]
         result[key]["valid_txt"] = summarise([truth[i] for i in sub], [pred[i] for i in sub])
         print(f"{name} [{key}] accuracy {result[key]['accuracy']} macro {result[key]['macro_accuracy']} "
-              f"macro-F1 {result[key]['macro_f1']}  (valid.txt: {result[key]['valid_txt']['accuracy']})")
+              f"macro-F1 {result[key]['macro_f1']} hit-in-written {result[key]['hit_in_written_genres']} "
+              f"(valid.txt: {result[key]['valid_txt']['accuracy']})")
         for c, v in result[key]["per_class"].items():
             print(f"   {c:10s} n={v['n']:3d} acc={v['accuracy']} f1={v['f1']}")
     n_windows = len(audio.load_clip(files[0]).windows)
@@ -91,4 +98,5 @@ def evaluate(name: str, out_dir: Path, gtzan: Path) -> dict:
     }
     doc["metrics"]["speed"] = timing
     card_file.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    readme.write(model.card.directory)
     return result
