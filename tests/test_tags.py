@@ -352,7 +352,7 @@ def _existing(fmt: str, ours: dict, theirs: dict) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("fmt", HYPOTHESIS_FORMATS)
-@settings(max_examples=int(os.environ.get("TAGGER_PROPERTY_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("TAGGER_PROPERTY_EXAMPLES", 25)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_tags_survive_a_write_and_its_undo(audio_cache, fmt, data):
     # empty strings are mostly left out for ID3, which refuses them (covered above)
