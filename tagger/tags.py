@@ -163,7 +163,11 @@ def write(path: str | Path, fmt: str, values: dict[str, list[str]], *,
     if not _writable(real, st):
         raise TagWriteError("the file is read-only")
     folder = real.parent
-    if not _writable(folder, os.stat(folder), directory=True):
+    try:
+        folder_st = os.stat(folder)
+    except OSError as e:
+        raise TagWriteError(f"cannot stat the folder ({e.strerror or e})") from None
+    if not _writable(folder, folder_st, directory=True):
         raise TagWriteError(f"the folder {folder} is read-only (a safe write needs a temporary file there)")
 
     original = _load(real, fmt, TagWriteError)
@@ -195,9 +199,9 @@ def write(path: str | Path, fmt: str, values: dict[str, list[str]], *,
                 family.drop(copy.tags, key)
         family.save(copy)
         _verify(tmp, fmt, family, target, others, fingerprint)
-        _match_metadata(tmp, st)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        _match_metadata(tmp, st)
         if FileStat.of(real) != FileStat.from_stat(st):
             raise FileChanged("the file changed on disk while its tags were being written; not written")
         os.replace(tmp, real)
@@ -235,7 +239,7 @@ def _family(fmt: str) -> "_Family":
     try:
         return _FAMILIES[FAMILY_OF[fmt]]
     except KeyError:
-        raise TagWriteError(f"cannot write tags to {fmt!r} files") from None
+        raise UnsupportedFormat(f"tagger cannot tag {fmt!r} files") from None
 
 
 def _keys(family: "_Family") -> list[tuple[str, str]]:
