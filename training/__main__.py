@@ -4,6 +4,9 @@
   ml        train logreg / knn / svm on MFCC statistics (optionally grouped CV first)
   deep      train cnn / cnn_bilstm on log-mel patches (optionally grouped CV first)
   cv        grouped cross-validation of any of the five models, no final model
+  attach-cv copy a cv run's figures into a model's card.json
+  check     score a written model with tagger.evaluate on a split, recorded in its card
+  timing    re-measure a model's inference time per track (on a quiet CPU) into its card
 """
 from __future__ import annotations
 
@@ -56,6 +59,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, choices=["logreg", "knn", "svm", "cnn", "cnn_bilstm"])
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=15, help="deep models: fixed epochs per fold")
+    p = sub.add_parser("attach-cv", help="copy a cv run's figures (cv.json) into a model's card")
+    p.add_argument("model_dir")
+    p.add_argument("cv_json")
+
+    p = sub.add_parser("check", help="score a written model with tagger.evaluate and record it in its card")
+    _common(p)
+    p.add_argument("model_dir")
+    p.add_argument("--note", default="")
+
     p = sub.add_parser("timing", help="re-measure a model's inference time and update its card")
     _common(p)
     p.add_argument("model_dir")
@@ -77,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run = {"features": experiments.run_features, "ml": experiments.run_ml,
            "deep": experiments.run_deep, "cv": experiments.run_cv,
-           "timing": experiments.run_timing}[args.command]
+           "timing": experiments.run_timing, "attach-cv": experiments.run_attach,
+           "check": experiments.run_check}[args.command]
     run(args, log=log)
     return 0
 

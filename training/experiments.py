@@ -241,7 +241,11 @@ def run_cv(args, log=print) -> dict:
     else:
         res = cv_deep(args.model, items, feats, args.folds, args.epochs, args.seed, log)
     res["seconds"] = round(time.time() - t0, 1)
+    res["folds"] = args.folds
     res["group_size"] = args.group_size
+    res["dataset"] = args.dataset
+    if args.model not in mlm.MODELS:
+        res["epochs_per_fold"] = args.epochs
     res["command"] = _command()
     (out / "cv.json").write_text(json.dumps(res, indent=1))
     metrics.confusion_png(res["track"], out / "cv_confusion.png",
@@ -256,6 +260,54 @@ def run_features(args, log=print) -> None:
     items, _, errors = load(args.dataset, args.root, None if args.split == "all" else args.split,
                             args.group_size, args.cache_dir, log)
     log(f"{len(items)} tracks cached in {args.cache_dir}, {len(errors)} unreadable")
+
+
+def run_attach(args, log=print) -> dict:
+    """Put the figures of a ``cv`` run (its ``cv.json``) into a model's card."""
+    from training.card import write_card
+
+    res = json.loads(Path(args.cv_json).read_text())
+    doc = json.loads((Path(args.model_dir) / "card.json").read_text())
+    cv_doc = {
+        "folds": res["folds"],
+        "grouping": f"StratifiedGroupKFold, groups = runs of {res['group_size']} consecutive ids"
+        if res.get("dataset") == "gtzan" else "StratifiedGroupKFold by the loader's groups",
+        "track": _brief(res["track"]),
+        "fold_macro_f1_mean_std": res["macro_f1_mean_std"],
+        "fold_accuracy_mean_std": res["accuracy_mean_std"],
+        "seconds": res["seconds"],
+        "command": res["command"],
+    }
+    if "patch" in res:
+        cv_doc["patch"] = _brief(res["patch"])
+    if "epochs_per_fold" in res:
+        cv_doc["epochs_per_fold"] = res["epochs_per_fold"]
+    doc["metrics"]["grouped_cv"] = cv_doc
+    write_card(args.model_dir, **doc)
+    metrics.confusion_png(res["track"], Path(args.model_dir) / "cv_confusion.png",
+                          f"{doc['name']}: grouped {res['folds']}-fold CV, track level")
+    (Path(args.model_dir) / "cv_confusion.json").write_text(json.dumps(res["track"], indent=1))
+    log(f"attached {args.cv_json} to {args.model_dir}/card.json")
+    return doc
+
+
+def run_check(args, log=print) -> dict:
+    """Score a written model with ``tagger.evaluate`` (the code path of ``tagger evaluate``)
+    on a dataset split and record the figures in its card under ``evaluate_<split>``."""
+    from tagger.evaluate import evaluate, render_text
+    from training.card import write_card
+
+    model_dir = Path(args.model_dir)
+    doc = json.loads((model_dir / "card.json").read_text())
+    items = datasets.load(args.dataset, args.root, None if args.split == "all" else args.split, args.group_size)
+    t0 = time.time()
+    res = evaluate([(it.path, it.genre) for it in items], doc["name"], model_dirs=[str(model_dir.parent)])
+    log(render_text(res))
+    entry = {**_brief(res), "errors": len(res["errors"]), "seconds": round(time.time() - t0, 1),
+             "command": _command(), "note": args.note or ""}
+    doc["metrics"][f"evaluate_{args.dataset}_{args.split}"] = entry
+    write_card(model_dir, **doc)
+    return entry
 
 
 def run_timing(args, log=print) -> dict:

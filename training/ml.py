@@ -39,12 +39,31 @@ def fit(name: str, x: np.ndarray, y: list[str], seed: int = 0):
     import warnings
 
     _, counts = np.unique(y, return_counts=True)
+    if name == "svm" and counts.min() < 2:
+        return _svm_calibrated_in_sample(x, list(y), seed)
     pipe = pipeline(name, seed, int(counts.min()))
     with warnings.catch_warnings():
         # saga on ~200 rows can stop a hair short of tol; the fit is still the model we score
         warnings.filterwarnings("ignore", message=".*max_iter.*")
         pipe.fit(x, list(y))
     return pipe
+
+
+def _svm_calibrated_in_sample(x: np.ndarray, y: list[str], seed: int):
+    """A class with one example cannot be calibrated out of fold: fit the SVC on
+    everything and fit the sigmoid on its own training scores (optimistic
+    probabilities; the ranking, hence the predicted class, is the SVC's)."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    scaler = StandardScaler().fit(x)
+    xs = scaler.transform(x)
+    svc = SVC(kernel="rbf", gamma="scale", random_state=seed).fit(xs, y)
+    cal = CalibratedClassifierCV(FrozenEstimator(svc), method="sigmoid").fit(xs, y)
+    return Pipeline([("scale", scaler), ("model", cal)])
 
 
 def predict_proba(pipe, x: np.ndarray, labels: list[str]) -> np.ndarray:
