@@ -135,8 +135,9 @@ def render_text(result: dict) -> str:
         lines.append("labels the model cannot output: " + ", ".join(result["unknown_labels"]))
     width = max([len(lab) for lab in result["labels"]] + [5])
     lines += ["", f"{'class':<{width}}  precision  recall     f1  support"]
-    for lab, row in result["per_class"].items():
-        if row["support"] == 0 and row["precision"] == 0:
+    predicted = np.array(result["confusion"]).sum(axis=0) if result["confusion"] else []
+    for i, (lab, row) in enumerate(result["per_class"].items()):
+        if row["support"] == 0 and not predicted[i]:
             continue  # neither tested nor predicted
         lines.append(f"{lab:<{width}}      {fmt(row['precision'])}   {fmt(row['recall'])}  "
                      f"{fmt(row['f1'])}  {row['support']:>7}")
