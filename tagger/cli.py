@@ -222,22 +222,54 @@ def worker(ctx, processes, threads, queues, model_threads):
 
 @main.command()
 @click.option("--scan", "scan_id", type=int, help="Only this scan.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True, help="Rows per list.")
+@click.option("--since", metavar="DATE",
+              help="Only scans started at or after DATE: an ISO date (local midnight) or datetime, e.g. 2024-05-01T18:30.")
+@click.option("--genre", metavar="G", help="Only files whose genre is G (case-insensitive): the prediction, or for "
+              "failed files the genre tagger last wrote.")
+@click.option("--low-confidence", "only_low", is_flag=True, help="List only the low-confidence files (with --failed: both).")
+@click.option("--failed", "only_failed", is_flag=True, help="List only the failed files (with --low-confidence: both).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table", show_default=True,
+              help="table: aligned text (coloured on a terminal); html: one self-contained page with charts.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Write the report to FILE instead of stdout (any format; html goes to stdout without it).")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True,
+              help="At most this many scans and rows per file list; the report says when it cut a list.")
 @click.pass_context
-def report(ctx, scan_id, fmt, limit):
-    """History of scans, genre distribution, low-confidence and failed files, tag changes."""
+def report(ctx, scan_id, since, genre, only_low, only_failed, fmt, output, limit):
+    """Summary of the latest scan, scan history, genre and confidence distributions, low-confidence
+    and failed files, tag changes.
+
+    \b
+    tagger report --format html -o report.html
+    tagger report --since 2024-05-01 --failed --format csv
+    """
     from tagger import report as report_mod, scan as scan_mod
 
     settings = _settings(ctx)
     try:
+        since_dt = report_mod.parse_since(since) if since else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    lists = tuple(name for name, on in (("low_confidence", only_low), ("failed", only_failed)) if on)
+    filters = report_mod.Filters(scan_id=scan_id, since=since_dt, genre=genre, lists=lists or report_mod.LISTS)
+    try:
         scan_mod.prepare_database(settings)
     except TaggerError as exc:
         _fail(exc)
-    doc = report_mod.collect(settings, scan_id, limit)
+    doc = report_mod.collect(settings, limit=limit, filters=filters)
     if scan_id is not None and not doc["scans"]:
-        raise click.ClickException(f"no scan {scan_id}")
-    click.echo(report_mod.RENDERERS[fmt](doc), nl=fmt != "csv")
+        raise click.ClickException(f"no scan {scan_id}" + (f" since {since}" if since else ""))
+    if fmt == "table":
+        text = report_mod.render_table(doc, color=output is None and sys.stdout.isatty())
+    else:
+        text = report_mod.RENDERERS[fmt](doc)
+    if not text.endswith("\n"):
+        text += "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output} ({len(text.encode('utf-8')) // 1024 + 1} KiB)", err=True)
 
 
 @main.command()
@@ -273,6 +305,74 @@ def status(ctx, scan_id, as_json):
         done = sm["tagged"] + sm["low_confidence"] + sm["kept_user_genre"] + sm["dry_run"] + sm["failed"]
         click.echo(f"scan {scan_id}: {done}/{sm['queued']} done ({sm['failed']} failed, {sm['pending']} pending), "
                    f"{sm['files_per_second'] or 0} files/s")
+
+
+# ---------------------------------------------------------------- undo / history
+
+
+@main.command()
+@click.option("--scan", "scan_id", type=int, help="Undo every tag change of this scan.")
+@click.option("--file", "file_path", type=click.Path(path_type=str), help="Undo the latest change of this file.")
+@click.option("--dry-run", is_flag=True, help="Say what would be restored, change nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def undo(ctx, scan_id, file_path, dry_run, as_json):
+    """Restore what tagger's changes replaced (an undo of an undo is a redo).
+
+    A file whose tags were edited since tagger wrote them is left alone and reported.
+    """
+    from tagger import scan as scan_mod, undo as undo_mod
+
+    if (scan_id is None) == (file_path is None):
+        raise click.UsageError("give exactly one of --scan ID or --file PATH")
+    settings = _settings(ctx)
+    try:
+        scan_mod.prepare_database(settings)
+    except TaggerError as exc:
+        _fail(exc)
+    results = undo_mod.undo(settings, scan_id=scan_id, path=file_path, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in results], indent=2, ensure_ascii=False))
+        return
+    if not results:
+        click.echo("nothing to undo")
+    for r in results:
+        change = f"{'; '.join(r.genre_before or []) or '-'} -> {'; '.join(r.genre_after or []) or '-'}"
+        click.echo(f"{r.status:<9} {r.path}: {change}" + (f" ({r.reason})" if r.reason else ""))
+    counts = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    if results:
+        click.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + (" (dry run)" if dry_run else ""))
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def history(ctx, path, as_json):
+    """Every prediction and tag change recorded for one file."""
+    from tagger import scan as scan_mod, undo as undo_mod
+
+    settings = _settings(ctx)
+    try:
+        scan_mod.prepare_database(settings)
+    except TaggerError as exc:
+        _fail(exc)
+    events = undo_mod.history(settings, path)
+    if as_json:
+        click.echo(json.dumps(events, indent=2, ensure_ascii=False))
+        return
+    if not events:
+        raise click.ClickException(f"no history for {path}")
+    for e in events:
+        if e["event"] == "analysis":
+            what = (f"{e['genre']} ({e['confidence']:.2f}, {e['model']}, {e['decided_by']})" if e["genre"]
+                    else f"failed: {e['error']}")
+            click.echo(f"{e['at']}  scan {e['scan_id']}  analysis {e['status']:<14} {what}")
+        else:
+            click.echo(f"{e['at']}  scan {e['scan_id']}  {e['event']:<8} #{e['change_id']} ({e['state']}) genre "
+                       f"{'; '.join(e['genre_before']) or '-'} -> {'; '.join(e['genre_after']) or '-'}")
 
 
 # ---------------------------------------------------------------- db / models

@@ -1,0 +1,150 @@
+"""Undo and history: every change tagger made to a file can be reversed, and is on record.
+
+A change is a ``TagChange`` holding our fields before and after. Undoing it
+writes ``before`` back and records the reversal as a new change (action
+``undo``) that points at what it reverts; undoing that one writes the values
+back again (a redo). A file whose fields no longer hold what the change
+wrote (someone edited it since) is left alone and reported.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from sqlalchemy import select
+
+from tagger import formats, tags
+from tagger.config import Settings
+from tagger.db import schema as s
+from tagger.db.engine import session_scope
+from tagger.errors import TaggerError
+
+
+@dataclass
+class UndoResult:
+    path: str
+    status: str  # restored | unchanged | skipped | failed
+    reason: str = ""
+    genre_before: Optional[list[str]] = None
+    genre_after: Optional[list[str]] = None
+    change_id: Optional[int] = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _latest_in_chain(db, change: s.TagChange) -> s.TagChange:
+    """Follow undo records that revert ``change`` (and revert those) to the newest."""
+    current = change
+    while True:
+        nxt = db.scalars(select(s.TagChange).where(s.TagChange.reverts_id == current.id,
+                                                   s.TagChange.state == "done")
+                         .order_by(s.TagChange.id.desc())).first()
+        if nxt is None:
+            return current
+        current = nxt
+
+
+def changes_to_undo(settings: Settings, scan_id: Optional[int] = None, path: Optional[str] = None) -> list[int]:
+    """Ids of the newest change per file for a scan, or the newest change of one file."""
+    with session_scope(settings.database_url) as db:
+        if scan_id is not None:
+            firsts = db.scalars(select(s.TagChange).where(
+                s.TagChange.scan_id == scan_id, s.TagChange.action == "write", s.TagChange.state == "done")
+                .order_by(s.TagChange.id)).all()
+            return [_latest_in_chain(db, c).id for c in firsts]
+        raw = os.fsencode(os.path.abspath(path))
+        f = db.scalars(select(s.File).where(s.File.raw_path == raw)).first()
+        if f is None:
+            return []
+        latest = db.scalars(select(s.TagChange).where(s.TagChange.file_id == f.id, s.TagChange.state == "done")
+                            .order_by(s.TagChange.id.desc())).first()
+        return [latest.id] if latest else []
+
+
+def revert(settings: Settings, change_id: int, dry_run: bool = False) -> UndoResult:
+    """Write back what the change replaced, if the file still holds what it wrote."""
+    with session_scope(settings.database_url) as db:
+        change = db.get(s.TagChange, change_id)
+        f = change.file
+        path = settings.map_path(os.fsdecode(f.raw_path))
+        before, after, scan_id = dict(change.before), dict(change.after), change.scan_id
+    result = UndoResult(path=os.fsencode(path).decode("utf-8", "replace"), status="restored",
+                        genre_before=after.get("genre", []), genre_after=before.get("genre", []))
+    try:
+        fmt = formats.confirm(path)
+        current = tags.read(path, fmt)
+    except (TaggerError, OSError) as exc:
+        result.status, result.reason = "failed", str(exc) if isinstance(exc, TaggerError) else exc.strerror
+        return result
+    if current == before:
+        result.status, result.reason = "unchanged", "the file already holds these values"
+        return result
+    if current != after:
+        result.status = "skipped"
+        result.reason = "the file's tags changed since tagger wrote them; left as they are"
+        return result
+    if dry_run:
+        return result
+    with session_scope(settings.database_url) as db:
+        record = s.TagChange(file_id=f.id, scan_id=scan_id, action="undo", before=current, after=before,
+                             state="pending", reverts_id=change_id)
+        db.add(record)
+        db.flush()
+        record_id = record.id
+    try:
+        st = os.stat(path)
+        tags.write(path, fmt, before, expect=tags.FileStat(st.st_size, st.st_mtime_ns))
+    except TaggerError as exc:
+        with session_scope(settings.database_url) as db:
+            db.get(s.TagChange, record_id).state = "failed"
+        result.status, result.reason = "failed", str(exc)
+        return result
+    st = os.stat(path)
+    with session_scope(settings.database_url) as db:
+        db.get(s.TagChange, record_id).state = "done"
+        row = db.get(s.File, f.id)
+        # the file changed because of us: a later scan should not analyse it again for that
+        row.size, row.mtime_ns = st.st_size, st.st_mtime_ns
+        if row.done_size is not None:
+            row.done_size, row.done_mtime_ns = st.st_size, st.st_mtime_ns
+        row.genre = (before.get("genre") or [None])[0] if before.get("model") else None
+    result.change_id = record_id
+    return result
+
+
+def undo(settings: Settings, scan_id: Optional[int] = None, path: Optional[str] = None,
+         dry_run: bool = False) -> list[UndoResult]:
+    return [revert(settings, cid, dry_run) for cid in changes_to_undo(settings, scan_id, path)]
+
+
+def history(settings: Settings, path: str) -> list[dict]:
+    """Every prediction and tag change recorded for one file, oldest first."""
+    raw = os.fsencode(os.path.abspath(path))
+    with session_scope(settings.database_url) as db:
+        f = db.scalars(select(s.File).where(s.File.raw_path == raw)).first()
+        if f is None:
+            return []
+        events = []
+        rows = db.execute(select(s.Analysis, s.Prediction).outerjoin(
+            s.Prediction, s.Prediction.analysis_id == s.Analysis.id).where(s.Analysis.file_id == f.id)).all()
+        for a, p in rows:
+            events.append({
+                "at": (a.finished_at or a.queued_at).isoformat(timespec="seconds"), "scan_id": a.scan_id,
+                "event": "analysis", "status": a.status, "error": a.error,
+                "genre": p.genre if p else None, "confidence": round(p.confidence, 4) if p else None,
+                "top": p.top if p else None, "model": f"{p.model} {p.model_version}" if p else None,
+                "decided_by": p.decided_by if p else None,
+            })
+        for c in db.scalars(select(s.TagChange).where(s.TagChange.file_id == f.id)):
+            events.append({
+                "at": c.created_at.isoformat(timespec="seconds"), "scan_id": c.scan_id, "event": c.action,
+                "change_id": c.id, "reverts": c.reverts_id, "state": c.state,
+                "genre_before": c.before.get("genre", []), "genre_after": c.after.get("genre", []),
+                "before": c.before, "after": c.after,
+            })
+        order = {"analysis": 0, "write": 1, "undo": 2}
+        events.sort(key=lambda e: (e["at"], order.get(e["event"], 3), e.get("change_id") or 0))
+        return events
+

@@ -1,0 +1,65 @@
+"""Undo restores every file's tags exactly; an undo of an undo is a redo; history tells it all."""
+from __future__ import annotations
+
+import json
+
+import audiofiles
+from services import run_cli
+
+from tagger import tags
+
+OTHER = {"title": ["Song"], "artist": ["Artist A", "Artist B"], "album": ["Ålbum"]}
+
+
+def test_undo_redo_a_mixed_format_scan(settings, audio_factory, tmp_path):
+    files = {}
+    for i, fmt in enumerate(audiofiles.FORMATS):
+        extra = {"genre": ["Own Genre"]} if i % 2 else {}  # half carry the user's genre
+        files[fmt] = audio_factory(fmt, name=f"lib/t{i}.{audiofiles.SUFFIX[fmt][1:]}", seconds=10,
+                                   tags={**OTHER, **extra}, cover=audiofiles.make_png())
+    before = {fmt: audiofiles.all_tags(p, fmt) for fmt, p in files.items()}
+    audio = {fmt: tags.audio_fingerprint(p, fmt) for fmt, p in files.items()}
+
+    out = run_cli(settings, "scan", str(tmp_path / "lib"), "--overwrite", "--json")
+    scan_id = json.loads(out.stdout)["scan_id"]
+    assert json.loads(out.stdout)["tagged"] == 7
+    tagged = {fmt: audiofiles.all_tags(p, fmt) for fmt, p in files.items()}
+    assert all(tagged[f] != before[f] for f in files)
+
+    undone = run_cli(settings, "undo", "--scan", str(scan_id), "--json")
+    assert undone.returncode == 0, undone.stderr
+    assert [r["status"] for r in json.loads(undone.stdout)] == ["restored"] * 7
+    for fmt, p in files.items():
+        assert audiofiles.all_tags(p, fmt) == before[fmt], fmt  # every tag, read back, exactly
+        assert tags.audio_fingerprint(p, fmt) == audio[fmt]
+
+    redone = run_cli(settings, "undo", "--scan", str(scan_id), "--json")
+    assert [r["status"] for r in json.loads(redone.stdout)] == ["restored"] * 7
+    for fmt, p in files.items():
+        assert audiofiles.all_tags(p, fmt) == tagged[fmt], fmt
+
+    # a rescan does not re-analyse files whose only change was ours
+    again = json.loads(run_cli(settings, "scan", str(tmp_path / "lib"), "--json").stdout)
+    assert again["unchanged"] == 7
+
+    hist = json.loads(run_cli(settings, "history", str(files["flac"]), "--json").stdout)
+    assert [e["event"] for e in hist] == ["analysis", "write", "undo", "undo"]
+    assert hist[2]["reverts"] == hist[1]["change_id"] and hist[3]["reverts"] == hist[2]["change_id"]
+    text = run_cli(settings, "history", str(files["flac"]))
+    assert "analysis" in text.stdout and "undo" in text.stdout
+
+
+def test_undo_leaves_a_file_edited_since_alone(settings, audio_factory, tmp_path):
+    path = audio_factory("mp3", name="e/x.mp3", seconds=10)
+    scan_id = json.loads(run_cli(settings, "scan", str(path.parent), "--json").stdout)["scan_id"]
+    st = path.stat()
+    tags.write(path, "mp3", {"genre": ["Edited By Hand"], "confidence": [], "model": []},
+               expect=tags.FileStat(st.st_size, st.st_mtime_ns))
+    res = json.loads(run_cli(settings, "undo", "--scan", str(scan_id), "--json").stdout)
+    assert res[0]["status"] == "skipped" and "changed since" in res[0]["reason"]
+    assert tags.read(path, "mp3")["genre"] == ["Edited By Hand"]
+
+
+def test_undo_needs_a_target(settings):
+    out = run_cli(settings, "undo")
+    assert out.returncode == 2 and "exactly one of" in out.stderr
