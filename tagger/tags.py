@@ -53,8 +53,20 @@ header, with the granule positions of the audio pages (mutagen re-pages the
 headers, so page bytes and CRCs may change while packets may not); MP4 - the
 sample description, timing table and every sample of the sound tracks read
 through the chunk offset table (so moved audio with rewritten offsets hashes
-the same, and a wrong offset does not); WAV/AIFF - the format and sample
-data chunks.
+the same, and a wrong offset does not; a fragmented MP4 adds its ``mdat``
+atoms whole); WAV/AIFF - the format and sample data chunks.
+
+What each family can store
+--------------------------
+Vorbis comments and MP4 atoms store any list of strings, empty strings and
+NUL included. ID3 cannot: mutagen drops empty text values, NUL separates
+values, and it turns some genre texts into ID3v1 genre names when it reads
+them ("17" -> "Rock", "CR" -> "Cover", text after a line break dropped);
+such values are refused with a TagWriteError before anything is written.
+A leading "(" in an ID3 genre is escaped so it reads back literally.
+
+Not carried over to the new file: extended attributes and ACLs (only the
+permission bits, owner and group are).
 """
 from __future__ import annotations
 
@@ -639,6 +651,7 @@ def _mp4_payload(f, sink: Sink) -> None:
     f.seek(0)
     atoms = Atoms(f)
     sound = 0
+    fragmented = any(atom.name == b"moof" for atom in atoms.atoms)
     for trak in atoms[b"moov"].findall(b"trak"):
         ok, hdlr = trak[b"mdia", b"hdlr"].read(f)
         if not ok or hdlr[8:12] != b"soun":
@@ -676,6 +689,10 @@ def _mp4_payload(f, sink: Sink) -> None:
             raise ValueError("the chunk table does not cover every sample")
     if not sound:
         raise ValueError("no sound track")
+    if fragmented:  # samples live in movie fragments: hash every media data atom instead
+        for atom in atoms.atoms:
+            if atom.name == b"mdat":
+                _copy_range(f, atom._dataoffset, atom.offset + atom.length, sink)
 
 
 _PAYLOAD: dict[str, Callable[[Any, Sink], None]] = {

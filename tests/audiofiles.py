@@ -267,7 +267,8 @@ def text_as_audio(dir: str | Path, name: str = "notes.mp3") -> Path:
 
 # ---------------------------------------------------------------- reading back
 def decode(path: str | Path, fmt: str) -> np.ndarray:
-    """Decoded samples, float32 (frames, channels): soundfile, or ffmpeg for M4A."""
+    """Decoded samples, float32: soundfile gives (frames, channels); for M4A ffmpeg's
+    interleaved samples come as one column (n, 1), which compares just as well."""
     if fmt == "m4a":
         out = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
                               "-f", "f32le", "-"], check=True, capture_output=True).stdout

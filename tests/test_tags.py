@@ -379,3 +379,18 @@ def test_any_tags_survive_a_write_and_its_undo(audio_cache, fmt, data):
         tags.write(path, fmt, previous)
         assert tags.read(path, fmt) == previous
         assert all_tags(path, fmt) == snapshot
+
+
+def test_fragmented_mp4_is_written_and_its_audio_hashed(audio_factory, tmp_path):
+    plain = audio_factory("m4a", seconds=3.0, tags=SAMPLE_TAGS)
+    frag = tmp_path / "fragmented.m4a"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(plain), "-c", "copy", "-movflags",
+                    "+frag_keyframe+empty_moov", "-f", "mp4", str(frag)], check=True)
+    samples, fingerprint = decode(frag, "m4a"), tags.audio_fingerprint(frag, "m4a")
+    tags.write(frag, "m4a", NEW)
+    assert plain_fields(frag, "m4a") == NEW
+    assert np.array_equal(decode(frag, "m4a"), samples)
+    data = bytearray(frag.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside a fragment's media data
+    frag.write_bytes(bytes(data))
+    assert tags.audio_fingerprint(frag, "m4a") != fingerprint
