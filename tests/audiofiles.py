@@ -291,7 +291,7 @@ def all_tags(path: str | Path, fmt: str) -> dict[str, object]:
             for frame in f.tags.values():
                 out[frame.HashKey] = repr(frame)
         elif family == "vorbis":
-            for i, (k, v) in enumerate(f.tags):
+            for k, v in f.tags:
                 out.setdefault(k.upper(), []).append(v)
         else:
             for k, v in f.tags.items():

@@ -87,8 +87,7 @@ def test_other_tags_cover_and_audio_unchanged(tagged, fmt):
     assert cover_of(path, fmt) == COVER
     tags.write(path, fmt, NEW)
     assert others(all_tags(path, fmt), fmt) == others(tags_before, fmt)
-    assert all_tags(path, fmt)["TITLE" if FAMILY[fmt] == "vorbis" else
-                               {"id3": "TIT2", "mp4": "\xa9nam"}[FAMILY[fmt]]]  # the title is still there
+    assert {"id3": "TIT2", "vorbis": "TITLE", "mp4": "\xa9nam"}[FAMILY[fmt]] in all_tags(path, fmt)
     assert cover_of(path, fmt) == COVER
     samples_after = decode(path, fmt)
     assert samples_after.shape == samples_before.shape and samples_after.size > 0
