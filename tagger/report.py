@@ -1,144 +1,436 @@
-"""The report: queries over the results database and renderers (table, JSON, CSV).
+"""The report: queries over the results database and renderers (table, JSON, CSV, HTML).
 
 ``collect`` gathers one plain-data document; every format renders that same
-document, so they always carry the same facts.
+document, so they always carry the same facts. Everything that grows with the
+library is aggregated in SQL; the long lists are cut at ``limit`` rows and the
+document says so (``totals`` and ``truncated``).
+
+Which rows a list holds: a file appears once, with its latest finished
+analysis among the scans in scope, so "failed" means failing now, not every
+attempt ever made.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timezone
 from typing import Any, Optional
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, or_, select
 
 from tagger.config import Settings
 from tagger.db import schema as s
 from tagger.db.engine import session_scope
 
 LIMIT = 200
+#: the confidence histogram's bins: [0, 0.1), [0.1, 0.2), … [0.9, 1.0]
+BINS = 10
+#: the lists a report can be narrowed to (``--low-confidence``, ``--failed``)
+LISTS = ("low_confidence", "failed", "changes")
+#: per-scan counts, in the order the table, CSV and chart show them
+SCAN_COUNTS = ("found", "unchanged", "queued", "tagged", "low_confidence", "kept_user_genre",
+               "dry_run_predictions", "failed", "pending")
 
 
-def _iso(dt) -> Optional[str]:
+@dataclass(frozen=True)
+class Filters:
+    """What a report is narrowed to; every field is optional and they combine (AND)."""
+
+    scan_id: Optional[int] = None
+    since: Optional[datetime] = None  # aware, UTC
+    genre: Optional[str] = None  # compared case-insensitively
+    lists: tuple[str, ...] = field(default=LISTS)  # which file lists to fill
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scan_id": self.scan_id, "since": _iso(self.since), "genre": self.genre, "lists": list(self.lists)}
+
+
+def parse_since(text: str) -> datetime:
+    """An ISO date (``2024-05-01``, midnight local time) or datetime, as an aware UTC datetime."""
+    text = text.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            value = datetime.combine(date.fromisoformat(text), time())
+        else:
+            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO date or datetime: {text!r} (e.g. 2024-05-01 or 2024-05-01T18:30)") from None
+    if value.tzinfo is None:
+        value = value.astimezone()  # the user's local time
+    return value.astimezone(timezone.utc)
+
+
+def _utc(dt: Optional[datetime]) -> Optional[datetime]:
+    # SQLite hands back naive datetimes; tagger stores UTC
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+def _iso(dt: Optional[datetime]) -> Optional[str]:
+    dt = _utc(dt)
     return dt.isoformat(timespec="seconds") if dt else None
 
 
-def collect(settings: Settings, scan_id: Optional[int] = None, limit: int = LIMIT) -> dict[str, Any]:
-    """History of scans, genre distribution, low-confidence and failed files, tag changes."""
+def _r(x: Optional[float], nd: int = 4) -> Optional[float]:
+    return None if x is None else round(float(x), nd)
+
+
+def collect(settings: Settings, scan_id: Optional[int] = None, limit: int = LIMIT,
+            filters: Optional[Filters] = None) -> dict[str, Any]:
+    """One report document: summary, scan history, genres, confidence histogram, file lists.
+
+    Parameters
+    ----------
+    settings : where the results database is.
+    scan_id : shorthand for ``Filters(scan_id=...)`` (ignored when ``filters`` is given).
+    limit : at most this many scans in the history and rows in each file list.
+    filters : narrow the report; see ``Filters``.
+
+    Returns
+    -------
+    dict of plain JSON-able data (the keys are documented in README.md, "Report").
+    """
+    f = filters or Filters(scan_id=scan_id)
+    genre = f.genre.lower() if f.genre else None
     with session_scope(settings.database_url) as db:
-        scan_q = select(s.Scan).order_by(s.Scan.id)
-        if scan_id is not None:
-            scan_q = scan_q.where(s.Scan.id == scan_id)
-        scans = []
-        for scan in db.scalars(scan_q):
-            counts = dict(db.execute(select(s.Analysis.status, func.count())
-                                     .where(s.Analysis.scan_id == scan.id).group_by(s.Analysis.status)).all())
-            pending = counts.get(s.QUEUED, 0) + counts.get(s.RUNNING, 0)
-            scans.append({
-                "id": scan.id, "started_at": _iso(scan.started_at), "finished_at": _iso(scan.finished_at),
-                "status": scan.status if (pending or scan.status != "running") else "done",
-                "roots": scan.roots, "dry_run": bool((scan.options or {}).get("dry_run")),
-                "found": scan.found, "unchanged": scan.skipped, "queued": scan.queued,
-                "tagged": counts.get(s.TAGGED, 0), "low_confidence": counts.get(s.LOW_CONFIDENCE, 0),
-                "kept_user_genre": counts.get(s.KEPT, 0), "dry_run_predictions": counts.get(s.DRY_RUN, 0),
-                "failed": counts.get(s.FAILED, 0), "pending": pending,
-            })
+        scan_conds = []
+        if f.scan_id is not None:
+            scan_conds.append(s.Scan.id == f.scan_id)
+        if f.since is not None:
+            scan_conds.append(s.Scan.started_at >= f.since)
+        in_scope = select(s.Scan.id).where(*scan_conds)
+        scoped = bool(scan_conds)
 
-        def scoped(q):
-            return q.where(s.Analysis.scan_id == scan_id) if scan_id is not None else q
+        # ---- scan history: the latest ``limit`` scans, oldest first, counts grouped in SQL
+        n_scans = db.scalar(select(func.count()).select_from(s.Scan).where(*scan_conds))
+        scan_rows = list(db.scalars(select(s.Scan).where(*scan_conds).order_by(s.Scan.id.desc()).limit(limit)))[::-1]
+        first = scan_rows[0].id if scan_rows else 0
+        shown = and_(s.Analysis.scan_id >= first, s.Analysis.scan_id.in_(in_scope))
+        by_status: dict[int, dict[str, int]] = {}
+        for sc, st, n in db.execute(select(s.Analysis.scan_id, s.Analysis.status, func.count())
+                                    .where(shown).group_by(s.Analysis.scan_id, s.Analysis.status)):
+            by_status.setdefault(sc, {})[st] = n
+        mean_conf = dict(db.execute(
+            select(s.Analysis.scan_id, func.avg(s.Prediction.confidence))
+            .join(s.Prediction, s.Prediction.analysis_id == s.Analysis.id).where(shown).group_by(s.Analysis.scan_id)).all())
+        written = dict(db.execute(
+            select(s.TagChange.scan_id, func.count()).where(
+                s.TagChange.scan_id >= first, s.TagChange.scan_id.in_(in_scope),
+                s.TagChange.action == "write", s.TagChange.state == "done").group_by(s.TagChange.scan_id)).all())
+        unreadable = dict(db.execute(
+            select(s.Error.scan_id, func.count()).where(
+                s.Error.scan_id >= first, s.Error.scan_id.in_(in_scope), s.Error.analysis_id.is_(None))
+            .group_by(s.Error.scan_id)).all())
+        scans = [_scan_entry(sc, by_status.get(sc.id, {}), mean_conf.get(sc.id), written.get(sc.id, 0),
+                             unreadable.get(sc.id, 0)) for sc in scan_rows]
 
-        genre_q = (select(s.Prediction.genre, func.count()).join(s.Analysis, s.Prediction.analysis_id == s.Analysis.id)
-                   .group_by(s.Prediction.genre).order_by(func.count().desc()))
-        if scan_id is None:  # the library now: each file's latest tag we wrote
-            genre_q = (select(s.File.genre, func.count()).where(s.File.genre.is_not(None))
-                       .group_by(s.File.genre).order_by(func.count().desc()))
-        genres = [{"genre": g, "files": n} for g, n in db.execute(scoped(genre_q) if scan_id is not None else genre_q)]
+        # ---- each file's latest finished analysis among the scans in scope
+        latest = (select(func.max(s.Analysis.id).label("aid"))
+                  .where(s.Analysis.status.in_(s.FINISHED), *([s.Analysis.scan_id.in_(in_scope)] if scoped else []))
+                  .group_by(s.Analysis.file_id)).subquery()
+        pred_genre = [func.lower(s.Prediction.genre) == genre] if genre else []
 
-        low = db.execute(scoped(
-            select(s.Analysis.scan_id, s.File.path, s.Prediction.genre, s.Prediction.confidence, s.Prediction.top)
-            .join(s.File, s.Analysis.file_id == s.File.id).join(s.Prediction, s.Prediction.analysis_id == s.Analysis.id)
-            .where(s.Analysis.status == s.LOW_CONFIDENCE).order_by(s.Analysis.id.desc()).limit(limit))).all()
-        failed = db.execute(scoped(
-            select(s.Analysis.scan_id, s.File.path, s.Analysis.error_kind, s.Analysis.error)
-            .join(s.File, s.Analysis.file_id == s.File.id)
-            .where(s.Analysis.status == s.FAILED).order_by(s.Analysis.id.desc()).limit(limit))).all()
-        change_q = (select(s.TagChange.scan_id, s.File.path, s.TagChange.action, s.TagChange.before,
-                           s.TagChange.after, s.TagChange.state, s.TagChange.created_at)
-                    .join(s.File, s.TagChange.file_id == s.File.id).order_by(s.TagChange.id.desc()).limit(limit))
-        if scan_id is not None:
-            change_q = change_q.where(s.TagChange.scan_id == scan_id)
-        changes = db.execute(change_q).all()
+        def latest_predictions(*cols):
+            return (select(*cols).select_from(s.Analysis)
+                    .join(latest, latest.c.aid == s.Analysis.id)
+                    .join(s.Prediction, s.Prediction.analysis_id == s.Analysis.id).where(*pred_genre))
 
+        # ---- genre distribution: the library's tags now, or the predictions of the scans in scope
+        if scoped:
+            basis = "predictions"
+            gq = latest_predictions(s.Prediction.genre, func.count()).group_by(s.Prediction.genre)
+        else:
+            basis = "library"
+            gq = (select(s.File.genre, func.count()).where(s.File.genre.is_not(None),
+                                                           *([func.lower(s.File.genre) == genre] if genre else []))
+                  .group_by(s.File.genre))
+        counted = sorted(db.execute(gq).all(), key=lambda r: (-r[1], r[0]))
+        total_genre = sum(n for _, n in counted) or 1
+        genres = [{"genre": g, "files": n, "share": round(n / total_genre, 4)} for g, n in counted]
+
+        # ---- confidence histogram of the same predictions, one row of sums
+        c = s.Prediction.confidence
+        bin_cols = [func.sum(case((and_(c >= i / BINS, c < (i + 1) / BINS) if i < BINS - 1 else c >= i / BINS,
+                                   1), else_=0)) for i in range(BINS)]
+        hist = db.execute(latest_predictions(func.count(), func.avg(c), func.min(c), func.max(c), *bin_cols)).one()
+        n_pred, mean, lo, hi = hist[0], hist[1], hist[2], hist[3]
+        confidence = {
+            "predictions": n_pred, "mean": _r(mean), "min": _r(lo), "max": _r(hi),
+            "bins": [{"from": round(i / BINS, 2), "to": round((i + 1) / BINS, 2), "files": int(hist[4 + i] or 0)}
+                     for i in range(BINS)],
+        }
+
+        # ---- file lists, each with its full count (the rows stop at ``limit``)
+        totals: dict[str, int] = {}
+        lists: dict[str, list] = {name: [] for name in LISTS}
+        if "low_confidence" in f.lists:
+            q = (latest_predictions(s.Analysis.scan_id, s.File.path, s.Prediction.genre, s.Prediction.confidence,
+                                    s.Prediction.top, s.Prediction.model, s.Analysis.finished_at)
+                 .join(s.File, s.Analysis.file_id == s.File.id).where(s.Analysis.status == s.LOW_CONFIDENCE))
+            totals["low_confidence"] = db.scalar(select(func.count()).select_from(q.subquery()))
+            lists["low_confidence"] = [
+                {"scan_id": sc, "path": p, "genre": g, "confidence": _r(conf),
+                 "top": [[t[0], _r(t[1])] for t in (top or [])[:3]], "model": m, "at": _iso(at)}
+                for sc, p, g, conf, top, m, at in db.execute(
+                    q.order_by(s.Prediction.confidence, s.File.path).limit(limit))]
+        if "failed" in f.lists:
+            q = (select(s.Analysis.scan_id, s.File.path, s.Analysis.error_kind, s.Analysis.error, s.Analysis.attempts,
+                        s.Analysis.finished_at, s.File.genre)
+                 .join(latest, latest.c.aid == s.Analysis.id).join(s.File, s.Analysis.file_id == s.File.id)
+                 .where(s.Analysis.status == s.FAILED, *([func.lower(s.File.genre) == genre] if genre else [])))
+            totals["failed"] = db.scalar(select(func.count()).select_from(q.subquery()))
+            lists["failed"] = [
+                {"scan_id": sc, "path": p, "kind": k, "reason": r, "attempts": att, "at": _iso(at), "genre": g}
+                for sc, p, k, r, att, at, g in db.execute(q.order_by(s.File.path).limit(limit))]
+        if "changes" in f.lists:
+            conds = []
+            if f.scan_id is not None:
+                conds.append(s.TagChange.scan_id == f.scan_id)
+            if f.since is not None:
+                conds.append(s.TagChange.created_at >= f.since)
+            q = (select(s.TagChange.scan_id, s.File.path, s.TagChange.action, s.TagChange.before, s.TagChange.after,
+                        s.TagChange.state, s.TagChange.created_at, s.TagChange.id)
+                 .join(s.File, s.TagChange.file_id == s.File.id).where(*conds))
+            if genre:
+                # the genre the change was about: our prediction, else the file's current tag
+                q = (q.outerjoin(s.Prediction, s.Prediction.analysis_id == s.TagChange.analysis_id)
+                     .where(or_(func.lower(s.Prediction.genre) == genre, func.lower(s.File.genre) == genre)))
+            totals["changes"] = db.scalar(select(func.count()).select_from(q.subquery()))
+            lists["changes"] = [
+                {"scan_id": sc, "path": p, "action": a, "before": (b or {}).get("genre", []),
+                 "after": (af or {}).get("genre", []), "state": st, "at": _iso(at)}
+                for sc, p, a, b, af, st, at, _id in db.execute(q.order_by(s.TagChange.id.desc()).limit(limit))]
+
+        library = {
+            "files": db.scalar(select(func.count()).select_from(s.File)),
+            "tagged_files": db.scalar(select(func.count()).select_from(s.File).where(s.File.genre.is_not(None))),
+            "genres": db.scalar(select(func.count(func.distinct(s.File.genre))).where(s.File.genre.is_not(None))),
+        }
+        min_conf = (scan_rows[-1].options or {}).get("min_confidence") if scan_rows else None
+
+    totals["scans"] = n_scans
+    truncated = [name for name, n in totals.items() if n > (len(scans) if name == "scans" else len(lists[name]))]
     return {
+        "report": {"generated_at": _iso(s.utcnow()), "filters": f.as_dict(), "limit": limit,
+                   "min_confidence": min_conf, "genres_basis": basis},
+        "summary": {"latest_scan": scans[-1] if scans else None, "library": library},
         "scans": scans,
         "genres": genres,
-        "low_confidence": [{"scan_id": sc, "path": p, "genre": g, "confidence": round(c, 4),
-                            "top": [[t[0], round(float(t[1]), 4)] for t in (top or [])]}
-                           for sc, p, g, c, top in low],
-        "failed": [{"scan_id": sc, "path": p, "kind": k, "reason": r} for sc, p, k, r in failed],
-        "changes": [{"scan_id": sc, "path": p, "action": a, "before": (b or {}).get("genre", []),
-                     "after": (af or {}).get("genre", []), "state": st, "at": _iso(at)}
-                    for sc, p, a, b, af, st, at in changes],
+        "confidence": confidence,
+        **lists,
+        "totals": totals,
+        "truncated": truncated,
     }
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [[str(c) for c in r] for r in rows]
+def _scan_entry(scan: s.Scan, counts: dict[str, int], mean_conf: Optional[float], written: int,
+                unreadable: int) -> dict[str, Any]:
+    pending = counts.get(s.QUEUED, 0) + counts.get(s.RUNNING, 0)
+    start, end = _utc(scan.started_at), _utc(scan.finished_at)
+    return {
+        "id": scan.id, "started_at": _iso(start), "finished_at": _iso(end),
+        "seconds": round((end - start).total_seconds(), 1) if start and end else None,
+        # a scan whose process went away still says "running": the analyses tell the truth
+        "status": scan.status if (pending or scan.status != "running") else "done",
+        "roots": list(scan.roots or []), "dry_run": bool((scan.options or {}).get("dry_run")),
+        "found": scan.found, "unchanged": scan.skipped, "queued": scan.queued,
+        "tagged": counts.get(s.TAGGED, 0), "low_confidence": counts.get(s.LOW_CONFIDENCE, 0),
+        "kept_user_genre": counts.get(s.KEPT, 0), "dry_run_predictions": counts.get(s.DRY_RUN, 0),
+        "failed": counts.get(s.FAILED, 0), "pending": pending, "tags_written": written,
+        "unreadable_paths": unreadable, "mean_confidence": _r(mean_conf),
+    }
+
+
+# ---------------------------------------------------------------- shared by the text renderers
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: Any) -> str:
+    """A path or reason for display on one line: control characters (a newline in a file name) escaped."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+
+
+def truncation_notes(doc: dict[str, Any]) -> dict[str, str]:
+    """``{list name: "showing N of M (--limit)"}`` for every list cut at the limit."""
+    shown = {"scans": len(doc["scans"]), **{name: len(doc[name]) for name in LISTS}}
+    return {name: f"showing {shown[name]} of {doc['totals'][name]} (raise --limit for more)"
+            for name in doc["truncated"]}
+
+
+SECTION_TITLES = {"scans": "Scans", "low_confidence": "Low confidence (no tag written)", "failed": "Failed",
+                  "changes": "Tag changes"}
+
+
+# ---------------------------------------------------------------- table (terminal)
+
+
+def _table(headers: list[str], rows: list[list[Any]], style=None) -> str:
+    """Aligned columns; ``style(row_index, col_index, padded_text)`` may colour a padded cell."""
+    cells = [[printable(c if c is not None else "-") for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+    def line(r, ri=None):
+        out = [c.ljust(w) if i < len(r) - 1 else c for i, (c, w) in enumerate(zip(r, widths))]
+        if style is not None:
+            out = [style(ri, i, c) for i, c in enumerate(out)]
+        return "  ".join(out).rstrip()
+
+    head = line(headers, -1)
+    return "\n".join([head, "  ".join("-" * w for w in widths)] + [line(r, i) for i, r in enumerate(cells)])
 
 
-def render_table(doc: dict[str, Any]) -> str:
-    out = ["Scans"]
-    out.append(_table(
-        ["id", "started", "status", "found", "unchanged", "tagged", "low conf.", "kept", "dry run", "failed", "roots"],
-        [[sc["id"], sc["started_at"], sc["status"], sc["found"], sc["unchanged"], sc["tagged"], sc["low_confidence"],
-          sc["kept_user_genre"], sc["dry_run_predictions"], sc["failed"], ", ".join(sc["roots"])]
-         for sc in doc["scans"]]) if doc["scans"] else "(no scans yet)")
-    total = sum(g["files"] for g in doc["genres"]) or 1
-    out += ["", "Genres"]
-    out.append(_table(["genre", "files", "share", ""],
-                      [[g["genre"], g["files"], f"{100 * g['files'] / total:.0f}%", "#" * round(30 * g["files"] / total)]
-                       for g in doc["genres"]]) if doc["genres"] else "(none)")
-    if doc["low_confidence"]:
-        out += ["", "Low confidence (no tag written)"]
-        out.append(_table(["scan", "file", "top 3"], [
-            [r["scan_id"], r["path"], ", ".join(f"{g} {p:.2f}" for g, p in r["top"])] for r in doc["low_confidence"]]))
-    if doc["failed"]:
-        out += ["", "Failed"]
-        out.append(_table(["scan", "file", "reason"], [[r["scan_id"], r["path"], r["reason"]] for r in doc["failed"]]))
-    if doc["changes"]:
-        out += ["", "Tag changes"]
-        out.append(_table(["scan", "action", "file", "genre before", "genre after", "state"], [
+def render_table(doc: dict[str, Any], color: bool = False) -> str:
+    """The report for a terminal; ``color`` adds ANSI colours (only for a TTY)."""
+    import click
+
+    def st(text: str, **kw) -> str:
+        return click.style(text, **kw) if color else text
+
+    def title(text: str) -> str:
+        return st(text, bold=True, underline=True)
+
+    def status_style(columns: dict[int, str]):
+        def style(ri, ci, text):
+            if ri == -1:
+                return st(text, bold=True)
+            return st(text, fg=columns[ci]) if ci in columns and text.strip() not in ("0", "-") else text
+        return style
+
+    notes = truncation_notes(doc)
+    f = doc["report"]["filters"]
+    active = [f"{k}={v}" for k, v in f.items() if v and k != "lists"]
+    if f["lists"] != list(LISTS):
+        active.append("lists=" + ",".join(f["lists"]))
+    out = [st("tagger report", bold=True) + f"  generated {doc['report']['generated_at']}"
+           + (f"  filters: {' '.join(active)}" if active else "")]
+
+    latest, lib = doc["summary"]["latest_scan"], doc["summary"]["library"]
+    out += ["", title("Summary")]
+    if latest:
+        out.append(f"latest scan #{latest['id']} ({latest['status']}, started {latest['started_at']}"
+                   + (f", {latest['seconds']} s" if latest["seconds"] is not None else "") + ")"
+                   + ("  dry run" if latest["dry_run"] else ""))
+        out.append("  ".join([f"found {latest['found']}", f"unchanged {latest['unchanged']}",
+                              st(f"tagged {latest['tagged']}", fg="green"),
+                              st(f"low confidence {latest['low_confidence']}", fg="yellow"),
+                              f"kept {latest['kept_user_genre']}", f"dry run {latest['dry_run_predictions']}",
+                              st(f"failed {latest['failed']}", fg="red" if latest["failed"] else None),
+                              f"pending {latest['pending']}"]))
+    else:
+        out.append("(no scans yet)")
+    out.append(f"library: {lib['files']} files known, {lib['tagged_files']} tagged by tagger, {lib['genres']} genres")
+
+    out += ["", title("Scans")]
+    if doc["scans"]:
+        cols = ["id", "started", "status", "found", "unchanged", "tagged", "low conf.", "kept", "dry run", "failed",
+                "written", "mean conf.", "roots"]
+        out.append(_table(cols, [
+            [sc["id"], sc["started_at"], sc["status"], sc["found"], sc["unchanged"], sc["tagged"],
+             sc["low_confidence"], sc["kept_user_genre"], sc["dry_run_predictions"], sc["failed"],
+             sc["tags_written"], f"{sc['mean_confidence']:.2f}" if sc["mean_confidence"] is not None else "-",
+             ", ".join(sc["roots"])] for sc in doc["scans"]], status_style({5: "green", 6: "yellow", 9: "red"})))
+        if "scans" in notes:
+            out.append(notes["scans"])
+    else:
+        out.append("(no scans)")
+
+    basis = "library tags" if doc["report"]["genres_basis"] == "library" else "predictions in the scans shown"
+    out += ["", title(f"Genres ({basis})")]
+    if doc["genres"]:
+        top = max(g["files"] for g in doc["genres"])
+        out.append(_table(["genre", "files", "share", ""], [
+            [g["genre"], g["files"], f"{100 * g['share']:.1f}%", "█" * max(1, round(30 * g["files"] / top))]
+            for g in doc["genres"]], lambda ri, ci, t: st(t, fg="cyan") if ci == 3 and ri != -1 else
+            (st(t, bold=True) if ri == -1 else t)))
+    else:
+        out.append("(none)")
+
+    conf = doc["confidence"]
+    out += ["", title("Confidence")]
+    if conf["predictions"]:
+        out.append(f"{conf['predictions']} predictions, mean {conf['mean']:.2f} (min {conf['min']:.2f}, "
+                   f"max {conf['max']:.2f})" + (f", tags written from {doc['report']['min_confidence']}"
+                                                if doc["report"]["min_confidence"] is not None else ""))
+        top = max(b["files"] for b in conf["bins"]) or 1
+        threshold = doc["report"]["min_confidence"]
+        out.append(_table(["confidence", "files", ""], [
+            [f"{b['from']:.1f}–{b['to']:.1f}", b["files"], "█" * round(30 * b["files"] / top)] for b in conf["bins"]],
+            lambda ri, ci, t: (st(t, bold=True) if ri == -1 else st(t, fg="yellow" if threshold is not None and
+                                                                    conf["bins"][ri]["to"] <= threshold else "cyan")
+                               if ci == 2 else t)))
+    else:
+        out.append("(no predictions)")
+
+    if "low_confidence" in f["lists"]:
+        out += ["", title(SECTION_TITLES["low_confidence"])]
+        out.append(_table(["scan", "file", "genre", "conf.", "top 3"], [
+            [r["scan_id"], r["path"], r["genre"], f"{r['confidence']:.2f}",
+             ", ".join(f"{g} {p:.2f}" for g, p in r["top"])] for r in doc["low_confidence"]],
+            status_style({3: "yellow"})) if doc["low_confidence"] else "(none)")
+    if "failed" in f["lists"]:
+        out += ["", title(SECTION_TITLES["failed"])]
+        out.append(_table(["scan", "file", "kind", "reason"], [
+            [r["scan_id"], r["path"], r["kind"], r["reason"]] for r in doc["failed"]],
+            status_style({2: "red"})) if doc["failed"] else "(none)")
+    if "changes" in f["lists"]:
+        out += ["", title(SECTION_TITLES["changes"])]
+        out.append(_table(["scan", "action", "file", "genre before", "genre after", "state", "at"], [
             [r["scan_id"], r["action"], r["path"], "; ".join(r["before"]) or "-", "; ".join(r["after"]) or "-",
-             r["state"]] for r in doc["changes"]]))
+             r["state"], r["at"]] for r in doc["changes"]]) if doc["changes"] else "(none)")
+    for name in LISTS:
+        if name in notes:
+            out.append(f"{SECTION_TITLES[name]}: {notes[name]}")
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------- JSON, CSV
 
 
 def render_json(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
+CSV_HEADER = ["section", "scan_id", "path", "genre", "value", "detail"]
+
+
 def render_csv(doc: dict[str, Any]) -> str:
-    """One CSV, one row per fact: ``section`` says which part of the report a row belongs to."""
+    """One CSV, one row per fact: ``section`` says which part of the report a row belongs to.
+
+    ``scan`` rows carry the scan's counts as JSON in ``detail``; ``confidence`` rows a bin
+    (``detail`` is ``from-to``); ``total`` rows the full length of a list (``path`` names it).
+    """
     buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["section", "scan_id", "path", "genre", "value", "detail"])
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_HEADER)
     for sc in doc["scans"]:
         w.writerow(["scan", sc["id"], ";".join(sc["roots"]), "", sc["status"],
-                    json.dumps({k: sc[k] for k in ("started_at", "found", "unchanged", "tagged", "low_confidence",
-                                                   "kept_user_genre", "dry_run_predictions", "failed")})])
+                    json.dumps({k: sc[k] for k in ("started_at", "finished_at", "seconds", "dry_run", *SCAN_COUNTS,
+                                                   "tags_written", "unreadable_paths", "mean_confidence")})])
     for g in doc["genres"]:
-        w.writerow(["genre", "", "", g["genre"], g["files"], ""])
+        w.writerow(["genre", "", "", g["genre"], g["files"], g["share"]])
+    for b in doc["confidence"]["bins"]:
+        w.writerow(["confidence", "", "", "", b["files"], f"{b['from']}-{b['to']}"])
     for r in doc["low_confidence"]:
         w.writerow(["low_confidence", r["scan_id"], r["path"], r["genre"], r["confidence"], json.dumps(r["top"])])
     for r in doc["failed"]:
         w.writerow(["failed", r["scan_id"], r["path"], "", r["kind"], r["reason"]])
     for r in doc["changes"]:
         w.writerow(["change", r["scan_id"], r["path"], ";".join(r["after"]), r["action"],
-                    "before: " + ";".join(r["before"])])
+                    json.dumps({"before": r["before"], "state": r["state"], "at": r["at"]})])
+    for name, n in doc["totals"].items():
+        w.writerow(["total", "", name, "", n, "truncated" if name in doc["truncated"] else ""])
     return buf.getvalue()
 
 
-RENDERERS = {"table": render_table, "json": render_json, "csv": render_csv}
+def render_html(doc: dict[str, Any]) -> str:
+    from tagger.report_html import render
+
+    return render(doc)
+
+
+RENDERERS = {"table": render_table, "json": render_json, "csv": render_csv, "html": render_html}
