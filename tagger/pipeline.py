@@ -120,6 +120,20 @@ def _start(analysis_id: int, settings: Settings) -> Optional[Job]:
         )
 
 
+def predict_path(path: str, settings: Settings, model: str = "") -> tuple[Prediction, audio.Clip]:
+    """Predict one file's genre without recording or writing anything (``tagger serve``, scripts).
+
+    Raises the same one-line TaggerErrors a job records (unsupported, unreadable, too short, ...).
+    """
+    if not os.path.isfile(path):
+        raise FileMissing("no such file")
+    if os.path.getsize(path) == 0:
+        raise UnsupportedFormat("empty file (0 bytes)")
+    fmt = formats.confirm(path)
+    clip = audio.load_clip(path, fmt)
+    return predictor_for(model or settings.model, settings.model_dirs).predict(clip), clip
+
+
 def _run(job: Job, settings: Settings) -> tuple[str, Prediction, Optional[dict]]:
     if not os.path.lexists(job.path):
         raise FileMissing("file no longer exists (deleted or moved since the scan)")
