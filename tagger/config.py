@@ -50,6 +50,14 @@ class Settings:
     max_retries: int = 5
     #: scanner root → worker mount, for workers that see the files elsewhere
     path_map: tuple[tuple[str, str], ...] = ()
+    #: ``tagger serve``: bearer token; required when bound to a non-loopback address
+    api_token: str = ""
+    #: ``tagger serve``: folders whose files ``?path=`` and ``POST /v1/scans`` may name; none: refused
+    library_roots: tuple[str, ...] = ()
+    #: ``tagger serve``: largest accepted upload, MiB
+    max_upload_mb: int = 200
+    #: ``tagger serve``: longest audio accepted for a prediction, seconds
+    max_duration_s: float = 3600.0
 
     @property
     def database_url(self) -> str:
@@ -102,7 +110,7 @@ def _coerce(name: str, value: Any) -> Any:
             if isinstance(value, bool):
                 return value
             return str(value).strip().lower() in {"1", "true", "yes", "on"}
-        if name == "model_dirs":
+        if name in ("model_dirs", "library_roots"):
             if isinstance(value, str):
                 return tuple(p for p in value.split(os.pathsep) if p)
             return tuple(str(p) for p in value)
