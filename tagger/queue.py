@@ -24,7 +24,8 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
     if url.startswith(("redis://", "rediss://", "unix://")):
         from dramatiq.brokers.redis import RedisBroker
 
-        broker = RedisBroker(url=url)
+        url, options = redis_options(url)
+        broker = RedisBroker(url=url, **options)
     elif url.startswith("sqlite:///"):
         from tagger.localqueue import SQLiteBroker
 
@@ -35,6 +36,37 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
         raise ConfigError(f"unsupported broker URL {url!r} (use redis://… or sqlite:///…)")
     broker.add_middleware(CurrentMessage())
     return broker
+
+
+#: RedisBroker options that may be given as query parameters of the broker URL
+#: (``redis://host:6379/0?heartbeat_timeout=15000``), with tagger's defaults.
+#: Dramatiq's own (60 s, maintenance on 0.1 % of commands) leave a job held by
+#: a SIGKILLed worker stranded for many minutes at tagger's low command rate:
+#: an idle worker sends about two commands a second. A live worker refreshes
+#: its heartbeat on every command, and its delay-queue consumer polls at least
+#: every worker_timeout (0.5-1 s) even while its job threads are busy, so 15 s
+#: leaves a wide margin. Maintenance is a few cheap sorted-set lookups.
+REDIS_OPTIONS = {"heartbeat_timeout": 15_000, "maintenance_chance": 50_000, "dead_message_ttl": 7 * 86_400_000}
+
+
+def redis_options(url: str) -> tuple[str, dict[str, int]]:
+    """Split tagger's RedisBroker options off a broker URL; returns (URL for redis, options)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    options = dict(REDIS_OPTIONS)
+    rest = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in REDIS_OPTIONS:
+            try:
+                options[key] = int(value)
+            except ValueError:
+                from tagger.errors import ConfigError
+
+                raise ConfigError(f"broker URL option {key}={value!r}: an integer is expected") from None
+        else:
+            rest.append((key, value))  # redis-py's own options (socket_timeout, …)
+    return urlunsplit(parts._replace(query=urlencode(rest))), options
 
 
 def configure(settings: Settings) -> dramatiq.Broker:

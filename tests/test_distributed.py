@@ -1,0 +1,301 @@
+"""Many workers through real Redis and PostgreSQL: every file done exactly once, whatever happens.
+
+Real `tagger worker` and `dramatiq` processes, real encoded files, the real
+Redis on 127.0.0.1 (database 14, flushed around each test; the Redis
+restart test runs its own redis-server on another port) and a fresh
+PostgreSQL database per test. Workers are killed, stopped, cut off from
+their database and their broker; the checks read the database and the
+files themselves.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from services import cli_env, run_cli
+from sqlalchemy import func, select
+
+from tagger import queue, scan, tags
+from tagger.db import schema as s
+from tagger.db.engine import session_scope
+
+#: a private database of the shared Redis (services.REDIS_URL uses 15)
+REDIS_BASE = os.environ.get("TAGGER_TEST_REDIS_DIST", "redis://127.0.0.1:6379/14")
+#: a killed worker's jobs come back after 3 s without a heartbeat; maintenance on
+#: half the broker commands so it happens within a second of that
+FAST_RECOVERY = "heartbeat_timeout=3000&maintenance_chance=500000"
+FORMATS = ("mp3", "flac", "ogg", "m4a")
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+@pytest.fixture
+def redis_db() -> str:
+    """The broker URL of an empty Redis database (flushed before and after)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_BASE)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail(f"Redis is not running at {REDIS_BASE} (.ci/run starts it)")
+    client.flushdb()
+    yield f"{REDIS_BASE}?{FAST_RECOVERY}"
+    client.flushdb()
+
+
+@pytest.fixture
+def dist(settings, redis_db, pg_url):
+    """Settings for Redis + a migrated PostgreSQL database, the way a user sets them up."""
+    dist = replace(settings, broker_url=redis_db, db_url=pg_url)
+    done = run_cli(dist, "db", "upgrade")
+    assert done.returncode == 0, done.stderr
+    return dist
+
+
+def library(audio_factory, n: int, seconds: float = 12) -> list[Path]:
+    """``n`` real files in four formats under one folder."""
+    return [audio_factory(FORMATS[i % len(FORMATS)], name=f"lib/{i:02d}.{FORMATS[i % len(FORMATS)]}",
+                          seconds=seconds) for i in range(n)]
+
+
+def fingerprints(paths: list[Path]) -> dict[Path, str]:
+    return {p: tags.audio_fingerprint(p, p.suffix[1:]) for p in paths}
+
+
+class Workers:
+    """A `tagger worker` (or `dramatiq`) process with its output in a log file."""
+
+    def __init__(self, settings, log: Path, *args: str, cmd: list[str] | None = None, **env: str):
+        self.log = log
+        self.out = open(log, "ab")
+        cmd = cmd or [sys.executable, "-m", "tagger", "worker", *args]
+        self.proc = subprocess.Popen(cmd, env=cli_env(settings, **env), stdout=self.out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1])
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"worker did not stop on SIGTERM:\n{self.text()[-3000:]}")
+        finally:
+            self.out.close()
+
+
+def queue_scan(settings, root: Path, *args: str) -> dict:
+    """`tagger scan ROOT --json`: with Redis it queues and returns."""
+    done = run_cli(settings, "scan", str(root), "--json", *args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def wait_until(predicate, timeout: float, what: str, poll: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def wait_scan(settings, scan_id: int, timeout: float = 90, *workers: Workers) -> scan.Progress:
+    def finished():
+        for w in workers:
+            assert w.proc.poll() is None, f"worker exited with {w.proc.returncode}:\n{w.text()[-3000:]}"
+        p = scan.progress(settings, scan_id, time.monotonic())
+        return p if p.total and p.done == p.total else None
+
+    return wait_until(finished, timeout, f"scan {scan_id} to finish")
+
+
+def analyses(settings, scan_id: int) -> list[dict]:
+    """One row per analysis with its prediction and tag-change counts."""
+    with session_scope(settings.database_url) as db:
+        preds = dict(db.execute(select(s.Prediction.analysis_id, func.count()).group_by(s.Prediction.analysis_id)).all())
+        changes = dict(db.execute(select(s.TagChange.analysis_id, func.count()).group_by(s.TagChange.analysis_id)).all())
+        rows = db.scalars(select(s.Analysis).where(s.Analysis.scan_id == scan_id).order_by(s.Analysis.id)).all()
+        return [{"id": a.id, "path": a.file.path, "status": a.status, "attempts": a.attempts, "worker": a.worker,
+                 "error": a.error, "error_kind": a.error_kind, "predictions": preds.get(a.id, 0),
+                 "changes": changes.get(a.id, 0)} for a in rows]
+
+
+def assert_each_done_once(settings, scan_id: int, paths: list[Path], before: dict[Path, str]) -> list[dict]:
+    """Every file tagged by exactly one prediction and one tag change, its audio untouched."""
+    wanted = {str(p) for p in paths}
+    rows = [r for r in analyses(settings, scan_id) if r["path"] in wanted]
+    assert sorted(r["path"] for r in rows) == sorted(wanted)
+    for r in rows:
+        assert (r["status"], r["predictions"], r["changes"]) == (s.TAGGED, 1, 1), r
+    with session_scope(settings.database_url) as db:
+        assert db.scalar(select(func.count()).select_from(s.Prediction)) == len(paths)
+        assert db.scalar(select(func.count()).select_from(s.TagChange)) == len(paths)
+        assert db.scalar(select(func.count()).select_from(s.TagChange).where(s.TagChange.state != "done")) == 0
+    for p in paths:
+        assert tags.read(p, p.suffix[1:])["model"] == ["test-logreg 1"], p
+        assert tags.audio_fingerprint(p, p.suffix[1:]) == before[p], f"audio of {p} changed"
+    return rows
+
+
+def queue_depth(settings) -> dict[str, int]:
+    return json.loads(run_cli(settings, "status", "--json").stdout)["queue"]
+
+
+# ---------------------------------------------------------------- the tests
+@pytest.mark.slow
+def test_two_worker_processes_postgres_every_file_once(dist, audio_factory, tmp_path):
+    paths = library(audio_factory, 12)
+    before = fingerprints(paths)
+    queued = queue_scan(dist, paths[0].parent)
+    assert (queued["queued"], queued["pending"], queued["status"]) == (12, 12, "running")
+
+    status = json.loads(run_cli(dist, "status", "--json", "--scan", str(queued["scan_id"])).stdout)
+    assert status["queue"] == {"waiting": 12, "in_flight": 0, "dead": 0}
+    assert (status["scan"]["queued"], status["scan"]["pending"], status["scan"]["tagged"]) == (12, 12, 0)
+
+    workers = Workers(dist, tmp_path / "workers.log", "--processes", "2")
+    try:
+        wait_scan(dist, queued["scan_id"], 120, workers)
+        status = json.loads(run_cli(dist, "status", "--json").stdout)
+    finally:
+        code = workers.stop()
+    assert code == 0, workers.text()[-3000:]
+    rows = assert_each_done_once(dist, queued["scan_id"], paths, before)
+    assert {r["attempts"] for r in rows} == {1}
+    assert len({r["worker"] for r in rows}) == 2, "both processes should have taken jobs"
+    assert status["queue"] == {"waiting": 0, "in_flight": 0, "dead": 0}
+    assert (status["scan"]["tagged"], status["scan"]["pending"]) == (12, 0)
+    assert "deadlock" not in workers.text().lower()
+    assert workers.text().count("tagged ") == 12  # one log line per job
+
+
+def enqueue_again(settings, analysis_ids: list[int]) -> None:
+    """Send messages for analyses that were already queued: what a redelivery looks like to a worker."""
+    from dramatiq import Message
+
+    broker = queue.make_broker(settings)  # not the process-wide broker: this test process is no worker
+    try:
+        for aid in analysis_ids:
+            broker.enqueue(Message(queue_name=queue.QUEUE_NAME, actor_name="analyse_file", args=(aid,),
+                                   kwargs={}, options={}))
+    finally:
+        broker.close()
+
+
+def file_states(paths: list[Path]) -> dict[Path, tuple[int, int]]:
+    return {p: (os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths}
+
+
+@pytest.mark.slow
+def test_dramatiq_cli_bad_file_fails_once_and_redelivery_does_nothing(dist, audio_factory, tmp_path):
+    """The plain `dramatiq workers.broker` runs the jobs; a text file named .mp3 fails once, for good."""
+    import audiofiles
+
+    paths = library(audio_factory, 3)
+    bad = audiofiles.text_as_audio(paths[0].parent, "notes.mp3")
+    before = fingerprints(paths)
+    queued = queue_scan(dist, paths[0].parent)
+    assert queued["queued"] == 4
+    workers = Workers(dist, tmp_path / "dramatiq.log",
+                      cmd=[sys.executable, "-m", "dramatiq", "workers.broker", "--processes", "1", "--threads", "1"])
+    try:
+        wait_scan(dist, queued["scan_id"], 120, workers)
+        rows = {r["path"]: r for r in analyses(dist, queued["scan_id"])}
+        failed = rows.pop(str(bad))
+        assert (failed["status"], failed["attempts"], failed["predictions"], failed["changes"]) == (s.FAILED, 1, 0, 0)
+        assert failed["error_kind"] == "unsupported_format" or "not" in failed["error"], failed
+        assert_each_done_once(dist, queued["scan_id"], paths, before)
+        states = file_states(paths)
+
+        # every message delivered a second time, the failed one included
+        enqueue_again(dist, [r["id"] for r in rows.values()] + [failed["id"]])
+        wait_until(lambda: queue_depth(dist) == {"waiting": 0, "in_flight": 0, "dead": 0}, 60,
+                   "the redelivered messages to be consumed", poll=0.5)
+    finally:
+        code = workers.stop()
+    assert code == 0, workers.text()[-3000:]
+    assert file_states(paths) == states  # no second write
+    again = {r["path"]: r for r in analyses(dist, queued["scan_id"])}
+    assert again.pop(str(bad)) == failed
+    assert again == rows  # same attempts, still one prediction and one tag change each
+    with session_scope(dist.database_url) as db:
+        errors = db.scalars(select(s.Error).where(s.Error.scan_id == queued["scan_id"])).all()
+        assert [(e.path, e.final) for e in errors] == [(str(bad), True)]  # recorded once
+    assert "Retrying message" not in workers.text()  # a permanent failure is not retried
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_job_loses_nothing(dist, audio_factory, tmp_path):
+    """SIGKILL a worker while it holds jobs: they come back once its heartbeat expires; each file done once."""
+    paths = library(audio_factory, 8)
+    before = fingerprints(paths)
+    victim = Workers(dist, tmp_path / "victim.log", "--processes", "1")
+    survivor = Workers(dist, tmp_path / "survivor.log", "--processes", "1")
+    try:
+        wait_until(lambda: "ready on" in victim.text() and "ready on" in survivor.text(), 60, "workers to start")
+        queued = queue_scan(dist, paths[0].parent)
+        # its first job is long (the model loads): catch it running and kill it there
+        running = wait_until(lambda: [r for r in analyses(dist, queued["scan_id"])
+                                      if r["status"] == s.RUNNING and r["worker"].endswith(f":{victim.pid}")],
+                             60, "the victim to start a job", poll=0.02)
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait(10)
+        killed_at = time.monotonic()
+        wait_scan(dist, queued["scan_id"], 90, survivor)
+        recovery = time.monotonic() - killed_at
+    finally:
+        victim.stop()
+        code = survivor.stop()
+    assert code == 0, survivor.text()[-3000:]
+    rows = {r["id"]: r for r in assert_each_done_once(dist, queued["scan_id"], paths, before)}
+    for r in running:
+        redone = rows[r["id"]]
+        assert redone["attempts"] == 2 and redone["worker"].endswith(f":{survivor.pid}"), redone
+    assert "tagged " not in victim.text()
+    assert recovery < 60
+    assert queue_depth(dist) == {"waiting": 0, "in_flight": 0, "dead": 0}
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_current_job_and_requeues_the_rest(dist, audio_factory, tmp_path):
+    paths = library(audio_factory, 3)
+    worker = Workers(dist, tmp_path / "worker.log", "--processes", "1")
+    try:
+        wait_until(lambda: "ready on" in worker.text(), 60, "the worker to start")
+        queued = queue_scan(dist, paths[0].parent)
+        running = wait_until(lambda: [r for r in analyses(dist, queued["scan_id"]) if r["status"] == s.RUNNING],
+                             60, "a job to start", poll=0.02)
+        worker.proc.send_signal(signal.SIGTERM)
+        code = worker.proc.wait(60)
+    finally:
+        worker.stop()
+    assert code == 0, worker.text()[-3000:]
+    rows = {r["id"]: r for r in analyses(dist, queued["scan_id"])}
+    (current,) = running
+    assert (rows[current["id"]]["status"], rows[current["id"]]["predictions"]) == (s.TAGGED, 1)
+    assert tags.read(current["path"], Path(current["path"]).suffix[1:])["model"] == ["test-logreg 1"]
+    rest = [r for i, r in rows.items() if i != current["id"]]
+    assert [(r["status"], r["attempts"]) for r in rest] == [(s.QUEUED, 0)] * 2
+    # the prefetched message went back to the queue at once, not after a heartbeat timeout
+    assert queue_depth(dist) == {"waiting": 2, "in_flight": 0, "dead": 0}
+    assert worker.text().count("tagged ") == 1
