@@ -49,6 +49,10 @@ def run(settings: Settings, threads: int = 1, queues: Optional[list[str]] = None
         # unacked prefetched messages go back; the running job completes
         worker.stop(timeout=settings.job_time_limit * 1000)
         broker.close()
+        import resource
+
+        log.info("worker %s stopped; peak RSS %.0f MB", os.getpid(),
+                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return 0
 
 

@@ -1,0 +1,195 @@
+"""Throughput of `tagger scan` and the bounds set by decoding, features and the model.
+
+Builds a corpus of real music (GTZAN clips of one genre joined into 3–6 minute
+tracks, re-encoded to MP3, FLAC, Ogg and M4A) in a temporary folder, then prints:
+
+- end to end: tracks/s of `tagger scan` (embedded default), with and without start-up;
+- bounds, in one process: decode-only (exactly the windows the analysis uses),
+  features-only, model-only (batched), per track;
+- the ratio end-to-end / bound, peak RSS per worker, and the time of a second,
+  incremental scan of the unchanged library;
+- the incremental re-scan of a large synthetic tree (files recorded as done).
+
+    python bench/bench_throughput.py                # 40 tracks, 2 workers
+    python bench/bench_throughput.py --quick        # CI: 4 short tracks, checks it runs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GTZAN = ROOT.parent / "shared" / "datasets" / "gtzan"
+FORMATS = {"mp3": ["-c:a", "libmp3lame", "-b:a", "192k"], "flac": ["-c:a", "flac"],
+           "ogg": ["-c:a", "libvorbis", "-q:a", "5"], "m4a": ["-c:a", "aac", "-b:a", "192k"]}
+
+
+def build_corpus(out: Path, n_tracks: int, clips_per_track: int) -> list[Path]:
+    """Join GTZAN clips of one genre into longer tracks, cycling through formats."""
+    genres = sorted(p.name for p in GTZAN.iterdir() if p.is_dir() and p.name != "splits")
+    clips = {g: sorted((GTZAN / g).glob("*.mp3")) for g in genres}
+    paths = []
+    for i in range(n_tracks):
+        genre = genres[i % len(genres)]
+        pool = clips[genre]
+        chosen = [pool[(i * clips_per_track + k) % len(pool)] for k in range(clips_per_track)]
+        fmt = list(FORMATS)[i % len(FORMATS)]
+        dest = out / genre / f"track{i:03d}.{fmt}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        listing = out / f".list{i}.txt"
+        listing.write_text("".join(f"file '{c}'\n" for c in chosen))
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
+                        "-ac", "2", "-ar", "44100", *FORMATS[fmt], str(dest)], check=True)
+        listing.unlink()
+        paths.append(dest)
+    return paths
+
+
+def bounds(paths: list[Path], model_name: str) -> dict:
+    """Per-track cost of each stage, measured in this one process (single-threaded runtimes)."""
+    from tagger import audio, features, formats
+    from tagger.models import registry, runtime
+
+    runtime.set_threads(1)
+    model = registry.load(model_name)
+    warm = audio.load_clip(paths[0], formats.confirm(paths[0]))  # imports, filterbanks, first-call costs
+    features.mel_patches(warm.windows[0], warm.sr)
+    features.mfcc_stats(warm.windows[:1], warm.sr)
+    clips, t_decode = [], 0.0
+    for p in paths:
+        t = time.perf_counter()
+        clips.append(audio.load_clip(p, formats.confirm(p)))
+        t_decode += time.perf_counter() - t
+    t = time.perf_counter()
+    for c in clips:
+        for w in c.windows:
+            features.mel_patches(w, c.sr)
+    t_features = time.perf_counter() - t
+    model.predict_batch(clips[:2])  # warm-up
+    t = time.perf_counter()
+    for i in range(0, len(clips), 8):
+        model.predict_batch(clips[i:i + 8])
+    t_model = time.perf_counter() - t
+    n = len(paths)
+    return {"decode_ms": 1000 * t_decode / n, "features_ms": 1000 * t_features / n,
+            "model_ms_incl_features": 1000 * t_model / n}
+
+
+def scan(env: dict, root: Path, *extra: str) -> tuple[dict, float]:
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "tagger", "scan", str(root), "--json", "--quiet", *extra],
+                         env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout), time.perf_counter() - t
+
+
+def steady_rate(db_url: str, scan_id: int) -> float | None:
+    """Tracks/s between the first job's start and the last job's end (start-up excluded)."""
+    from sqlalchemy import create_engine, text
+
+    with create_engine(db_url).connect() as conn:
+        rows = conn.execute(text("SELECT started_at, finished_at FROM analyses WHERE scan_id = :s "
+                                 "AND started_at IS NOT NULL AND finished_at IS NOT NULL"), {"s": scan_id}).all()
+    if len(rows) < 2:
+        return None
+    from datetime import datetime
+
+    parse = lambda v: v if isinstance(v, datetime) else datetime.fromisoformat(str(v))  # noqa: E731
+    first = min(parse(r[0]) for r in rows)
+    last = max(parse(r[1]) for r in rows)
+    span = (last - first).total_seconds()
+    return len(rows) / span if span > 0 else None
+
+
+def peak_rss_mb(log: Path) -> list[float]:
+    if not log.exists():
+        return []
+    return [float(m) for m in re.findall(r"peak RSS ([0-9.]+) MB", log.read_text(errors="replace"))]
+
+
+def big_tree_rescan(n_files: int, env: dict, data_dir: Path) -> float:
+    """Time `tagger scan` of an unchanged tree of ``n_files`` already-analysed files."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import create_engine, insert
+
+    from tagger.db import engine as engine_mod, schema
+
+    tree = data_dir / "tree"
+    rows = []
+    now = datetime.now(timezone.utc)
+    for i in range(n_files):
+        d = tree / f"a{i // 1000:03d}" / f"b{(i // 100) % 10}"
+        d.mkdir(parents=True, exist_ok=True)
+        f = d / f"t{i:06d}.mp3"
+        f.write_bytes(b"ID3")
+        st = f.stat()
+        rows.append({"raw_path": os.fsencode(f), "path": str(f), "format": "mp3", "size": st.st_size,
+                     "mtime_ns": st.st_mtime_ns, "done_size": st.st_size, "done_mtime_ns": st.st_mtime_ns,
+                     "updated_at": now})
+    db_url = env["TAGGER_DB_URL"]
+    engine_mod.upgrade(db_url)
+    with create_engine(db_url).begin() as conn:  # as an earlier scan would have left them
+        conn.execute(insert(schema.File), rows)
+    summary, seconds = scan(env, tree)
+    assert summary["unchanged"] == n_files, summary
+    return seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tracks", type=int, default=40)
+    ap.add_argument("--clips-per-track", type=int, default=8, help="30 s GTZAN clips joined per track")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--tree", type=int, default=10_000, help="files in the synthetic re-scan tree")
+    ap.add_argument("--model", default="", help="model (default: the default chain's first)")
+    ap.add_argument("--quick", action="store_true", help="a few short tracks: check that it runs")
+    args = ap.parse_args()
+    if args.quick:
+        args.tracks, args.clips_per_track, args.tree = 4, 2, 300
+
+    from tagger.models import registry
+
+    model = args.model or registry.default_chain()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t = time.perf_counter()
+        paths = build_corpus(tmp / "music", args.tracks, args.clips_per_track)
+        print(f"corpus: {len(paths)} tracks of {args.clips_per_track * 30 / 60:.1f} min "
+              f"({', '.join(FORMATS)}), built in {time.perf_counter() - t:.0f} s")
+        data = tmp / "data"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
+        env.update({"TAGGER_DATA_DIR": str(data), "TAGGER_WORKERS": str(args.workers),
+                    "TAGGER_DB_URL": f"sqlite:///{data / 'tagger.sqlite3'}", "TAGGER_MIN_CONFIDENCE": "0",
+                    "TAGGER_MODEL": model, "TAGGER_CONFIG": str(tmp / "none.toml")})
+
+        summary, wall = scan(env, tmp / "music", "--dry-run")
+        steady = steady_rate(env["TAGGER_DB_URL"], summary["scan_id"])
+        rescan, rescan_wall = scan(env, tmp / "music")  # dry run recorded nothing as done: a real run
+        second, second_wall = scan(env, tmp / "music")
+        b = bounds(paths, model)
+        per_track_bound = (b["decode_ms"] + b["model_ms_incl_features"]) / 1000
+        bound_rate = args.workers / per_track_bound
+        print(f"model: {model}; {args.workers} worker processes")
+        print(f"end to end (dry run), start-up included: {len(paths) / wall:6.2f} tracks/s ({wall:.1f} s)")
+        print(f"end to end (dry run), start-up excluded: {steady or float('nan'):6.2f} tracks/s")
+        print(f"end to end with tag writes, start-up included: {len(paths) / rescan_wall:6.2f} tracks/s")
+        print(f"bound per track, one core: decode {b['decode_ms']:.0f} ms, features {b['features_ms']:.0f} ms, "
+              f"model incl. features {b['model_ms_incl_features']:.0f} ms")
+        print(f"bound with {args.workers} processes: {bound_rate:6.2f} tracks/s; "
+              f"ratio end-to-end (start-up excluded) / bound: {(steady or 0) / bound_rate:.2f}")
+        rss = peak_rss_mb(data / "worker.log")
+        print(f"peak RSS per worker: {', '.join(f'{r:.0f} MB' for r in rss) or 'n/a'}")
+        print(f"second scan of the unchanged library: {second_wall:.2f} s ({second['unchanged']} unchanged)")
+        tree_s = big_tree_rescan(args.tree, env, tmp)
+        print(f"incremental re-scan of an unchanged {args.tree}-file tree: {tree_s:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
