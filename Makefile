@@ -12,8 +12,8 @@ setup: system venv
 
 # ffmpeg (M4A/AAC decoding, test fixtures) and sox are not on a fresh machine
 system:
-	@command -v ffmpeg >/dev/null && command -v sox >/dev/null || \
-	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg sox >/dev/null )
+	@command -v ffmpeg >/dev/null && command -v sox >/dev/null && command -v chromium >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg sox chromium >/dev/null )
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
