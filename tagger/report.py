@@ -92,7 +92,11 @@ def collect(settings: Settings, scan_id: Optional[int] = None, limit: int = LIMI
 
     Returns
     -------
-    dict of plain JSON-able data (the keys are documented in README.md, "Report").
+    dict of plain JSON-able data: ``report`` (when, filters, limit, the latest scan's
+    min_confidence, what the genres count), ``summary`` (``latest_scan``, ``library`` counts),
+    ``scans`` (oldest first, per-scan outcome counts), ``genres``, ``confidence`` (ten bins),
+    ``low_confidence``, ``failed``, ``changes`` (rows), ``totals`` (full list lengths) and
+    ``truncated`` (the lists cut at ``limit``).
     """
     f = filters or Filters(scan_id=scan_id)
     genre = f.genre.lower() if f.genre else None
@@ -262,6 +266,17 @@ def truncation_notes(doc: dict[str, Any]) -> dict[str, str]:
             for name in doc["truncated"]}
 
 
+def duration(seconds: Optional[float]) -> str:
+    """``42 s``, ``12 min``, ``3.5 h``; ``–`` when unknown."""
+    if seconds is None:
+        return "–"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 SECTION_TITLES = {"scans": "Scans", "low_confidence": "Low confidence (no tag written)", "failed": "Failed",
                   "changes": "Tag changes"}
 
@@ -313,7 +328,7 @@ def render_table(doc: dict[str, Any], color: bool = False) -> str:
     out += ["", title("Summary")]
     if latest:
         out.append(f"latest scan #{latest['id']} ({latest['status']}, started {latest['started_at']}"
-                   + (f", {latest['seconds']} s" if latest["seconds"] is not None else "") + ")"
+                   + (f", took {duration(latest['seconds'])}" if latest["seconds"] is not None else "") + ")"
                    + ("  dry run" if latest["dry_run"] else ""))
         out.append("  ".join([f"found {latest['found']}", f"unchanged {latest['unchanged']}",
                               st(f"tagged {latest['tagged']}", fg="green"),

@@ -11,7 +11,7 @@ import html
 from typing import Any, Iterable, Optional
 
 from tagger import __version__
-from tagger.report import LISTS, SECTION_TITLES, printable, truncation_notes
+from tagger.report import LISTS, SECTION_TITLES, duration as _duration, printable, truncation_notes
 
 #: outcome of each analysed or skipped file in a scan: (document key, label, CSS class)
 OUTCOMES = (("tagged", "tagged", "tagged"), ("unchanged", "unchanged", "unchanged"),
@@ -35,14 +35,6 @@ def _when(iso: Optional[str]) -> str:
     return "–" if not iso else iso[:16].replace("T", " ") + (" UTC" if iso.endswith("+00:00") else "")
 
 
-def _duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "–"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 # ---------------------------------------------------------------- charts (inline SVG)
@@ -102,7 +94,7 @@ def genre_chart(genres: list[dict[str, Any]], max_rows: int = 25) -> str:
 
 def confidence_chart(conf: dict[str, Any], threshold: Optional[float]) -> str:
     """Histogram of confidence in ten bins, bins under the write threshold shaded as low."""
-    width, height, left, bottom, top_pad = 540, 250, 44, 34, 18
+    width, height, left, bottom, top_pad = 540, 262, 44, 34, 30
     plot_w, plot_h = width - left - 12, height - bottom - top_pad
     ymax, steps = _axis(max(b["files"] for b in conf["bins"]))
     bw = plot_w / len(conf["bins"])
@@ -125,8 +117,8 @@ def confidence_chart(conf: dict[str, Any], threshold: Optional[float]) -> str:
                 f'confidence of the top genre</text>')
     if threshold:  # 0 would be a line on the axis that says nothing
         x = left + plot_w * threshold
-        body.append(f'<line class="threshold" x1="{x:.1f}" x2="{x:.1f}" y1="{top_pad - 6}" y2="{top_pad + plot_h}"/>'
-                    f'<text class="tick thr" x="{x + 4:.1f}" y="{top_pad + 2}">tags written from {threshold:g}</text>')
+        body.append(f'<line class="threshold" x1="{x:.1f}" x2="{x:.1f}" y1="{top_pad - 24}" y2="{top_pad + plot_h}"/>'
+                    f'<text class="tick thr" x="{x + 4:.1f}" y="{top_pad - 14}">tags written from {threshold:g}</text>')
     return _svg(width, height, body, "confidence histogram")
 
 
@@ -209,7 +201,7 @@ def scans_table(doc: dict[str, Any], note: Optional[str]) -> str:
     for sc in reversed(doc["scans"]):  # newest first
         rows.append(
             "<tr>" + _td(f"#{sc['id']}", sc["id"]) + _td(_when(sc["started_at"]), sc["started_at"], "nw")
-            + _td(_duration(sc["seconds"]), sc["seconds"] if sc["seconds"] is not None else -1)
+            + _td(_duration(sc["seconds"]), sc["seconds"] if sc["seconds"] is not None else -1, "nw")
             + f'<td><span class="badge st-{_e(sc["status"])}">{_e(sc["status"])}</span>'
             + (' <span class="badge st-dry">dry run</span>' if sc["dry_run"] else "") + "</td>"
             + "".join(_td(sc[k], sc[k], "n" + (f" c-{cls}" if sc[k] else ""))
@@ -399,7 +391,7 @@ table.data tbody tr:hover{background:var(--chip)}
 td.path{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.84rem;word-break:break-all;
 min-width:16rem}
 td.roots{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.8rem;
-word-break:break-all;min-width:12rem}td.nw{white-space:nowrap}
+word-break:break-all;min-width:8rem}td.nw{white-space:nowrap}
 table.t-scans th,table.t-scans td{padding:7px 6px}
 td.n{text-align:right;font-variant-numeric:tabular-nums}td.reason{max-width:28rem}
 td.c-tagged{color:var(--tagged);font-weight:600}td.c-low{color:var(--low);font-weight:600}

@@ -355,7 +355,7 @@ def _big_database(settings: Settings, n_files: int, n_scans: int) -> None:
 
 
 def test_large_library_report_is_fast_and_says_when_it_cuts(settings, tmp_path):
-    n_files, n_scans = 20000, 3
+    n_files, n_scans = 10000, 3
     _big_database(settings, n_files, n_scans)
     started = time.perf_counter()
     doc = report.collect(settings, limit=100)
