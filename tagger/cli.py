@@ -463,3 +463,28 @@ def evaluate(ctx, path, labels, from_tags, model, as_json):
     except TaggerError as exc:
         _fail(exc)
     click.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else ev.render_text(result))
+
+
+# ---------------------------------------------------------------- serve
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs a bearer token (TAGGER_API_TOKEN).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8750, show_default=True, help="0: any free port.")
+@click.pass_context
+def serve(ctx, host, port):
+    """HTTP API: predictions for uploads or library files, scans, the results database.
+
+    \b
+    curl -F file=@song.mp3 http://127.0.0.1:8750/v1/predict
+    curl http://127.0.0.1:8750/openapi.json
+    Paths named by clients must lie under library_roots (TAGGER_LIBRARY_ROOTS).
+    """
+    from tagger import serve as serve_mod
+
+    settings = _settings(ctx)
+    try:
+        serve_mod.run(settings, host, port)
+    except TaggerError as exc:
+        _fail(exc)
