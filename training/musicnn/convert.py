@@ -118,7 +118,7 @@ def convert_one(package: Path, name: str, out_dir: Path, wheel_name: str) -> Pat
     consts = wheel_metadata(package)
     tags = list(consts["MSD_LABELS" if "MSD" in MODELS[name] else "MTT_LABELS"])
     config = json.loads((folder / "config.json").read_text())
-    result = (folder / "experiment.result").read_text().strip()
+    result = " ".join((folder / "experiment.result").read_text().split())
 
     model = build_musicnn(n_tags=len(tags), n_frames=None)
     load_into(model, read_checkpoint(folder))
@@ -157,7 +157,7 @@ def convert_one(package: Path, name: str, out_dir: Path, wheel_name: str) -> Pat
             "checkpoint": MODELS[name],
             "authors": "Jordi Pons, Xavier Serra (MTG, Universitat Pompeu Fabra)",
             "paper": "musicnn: pre-trained convolutional neural networks for music audio tagging, ISMIR 2019 LBD",
-            "training_data": "Million Song Dataset (last.fm tags)" if "MSD" in name else "MagnaTagATune",
+            "training_data": "Million Song Dataset (last.fm tags)" if "MSD" in MODELS[name] else "MagnaTagATune",
             "published_result": result,
             "training_config": {k: config[k] for k in ("n_frames", "pre_processing", "pad_short", "audio_rep")},
         },

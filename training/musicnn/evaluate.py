@@ -11,6 +11,7 @@ classical (``TO_GTZAN_INSTRUMENTAL``).
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -86,7 +87,8 @@ def evaluate(name: str, out_dir: Path, gtzan: Path) -> dict:
         "ms_per_track": round(1000 * t_total / len(files), 1),
         "ms_per_track_model": round(1000 * t_model / len(files), 1),
         "windows_per_track": n_windows,
-        "machine": "2 CPU cores, TF 2.21 CPU, tf.function, one track per call",
+        "machine": f"{os.cpu_count()} CPU cores, TF 2.21 CPU, tf.function, one track per call; "
+                   f"load average at the end {os.getloadavg()[0]:.1f} (other jobs slow it down)",
     }
     print(f"{timing['ms_per_track']} ms/track (decode+features+model), {timing['ms_per_track_model']} features+model")
     card_file = model.card.directory / "card.json"

@@ -20,7 +20,7 @@ def render(directory: Path) -> str:
         f"- output: {len(card['tags'])} tag activations per patch, averaged per track; genre head "
         f"(`tagger.genres`, head `{card['genre_head']['head']}`) → {len(card['labels'])} genres: "
         + ", ".join(card["labels"]),
-        f"- genre score: {card['genre_head']['score']}; probabilities: {card['genre_head']['probabilities']}; "
+        f"- {card['genre_head']['score']}; probabilities: {card['genre_head']['probabilities']}; "
         f"several genres: {card['genre_head']['multi_value']}",
         f"- published result: {src['published_result']}",
     ]
