@@ -299,3 +299,221 @@ def test_sigterm_finishes_the_current_job_and_requeues_the_rest(dist, audio_fact
     # the prefetched message went back to the queue at once, not after a heartbeat timeout
     assert queue_depth(dist) == {"waiting": 2, "in_flight": 0, "dead": 0}
     assert worker.text().count("tagged ") == 1
+
+
+# ---------------------------------------------------------------- outages
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A private redis-server, restartable; append-only file on, as a deployment should run it."""
+
+    def __init__(self, data: Path):
+        self.port, self.data = free_port(), data
+        data.mkdir(parents=True, exist_ok=True)
+        self.proc = None
+
+    def start(self) -> "RedisServer":
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "yes",
+             "--appendfsync", "always", "--dir", str(self.data), "--daemonize", "no"],
+            stdout=open(self.data / "redis.log", "ab"), stderr=subprocess.STDOUT)
+        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True,
+                                          text=True).stdout.strip() == "PONG", 20, "redis-server to start")
+        return self
+
+    def crash(self) -> None:
+        self.proc.kill()  # SIGKILL: no clean shutdown
+        self.proc.wait()
+
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0?{FAST_RECOVERY}"
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (.ci/services uses it)")
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        server.proc.wait(10)
+
+
+@pytest.mark.slow
+def test_redis_crash_and_restart_during_a_scan(settings, pg_url, private_redis, audio_factory, tmp_path):
+    dist = replace(settings, broker_url=private_redis.url(), db_url=pg_url)
+    assert run_cli(dist, "db", "upgrade").returncode == 0
+    paths = library(audio_factory, 10)
+    before = fingerprints(paths)
+    queued = queue_scan(dist, paths[0].parent)
+    worker = Workers(dist, tmp_path / "worker.log", "--processes", "1")
+    try:
+        wait_until(lambda: scan.progress(dist, queued["scan_id"], 0).done >= 2, 90, "the first jobs")
+        private_redis.crash()
+        down = scan.progress(dist, queued["scan_id"], 0).done
+        time.sleep(2)  # the worker meets a dead broker
+        private_redis.start()
+        wait_scan(dist, queued["scan_id"], 90, worker)
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.text()[-3000:]
+    assert down < len(paths), "the scan was over before Redis went down; nothing was tested"
+    assert "connection error" in worker.text()  # it did lose the broker, and came back
+    assert_each_done_once(dist, queued["scan_id"], paths, before)
+
+
+class Proxy:
+    """A TCP relay to PostgreSQL that can be cut: the database unreachable for a moment."""
+
+    def __init__(self, target_port: int):
+        self.target, self.port = target_port, free_port()
+        self.listener = None
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+
+    def up(self) -> None:
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen(16)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def down(self) -> None:
+        """Refuse new connections and break the open ones."""
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone would not
+        except OSError:
+            pass
+        self.listener.close()
+        with self.lock:
+            for conn in self.conns:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                conn.close()
+            self.conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.conns += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@pytest.mark.slow
+def test_database_outage_is_retried_with_backoff(dist, audio_factory, tmp_path):
+    """Workers lose the results database: the job is retried with backoff, then done once."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(dist.database_url)
+    proxy = Proxy(url.port or 5432)
+    proxy.up()
+    via_proxy = replace(dist, db_url=url.set(port=proxy.port).render_as_string(hide_password=False))
+    paths = library(audio_factory, 2)
+    before = fingerprints(paths)
+    worker = Workers(via_proxy, tmp_path / "worker.log", "--processes", "1")
+    try:
+        wait_until(lambda: "ready on" in worker.text(), 60, "the worker to start")
+        proxy.down()
+        queued = queue_scan(dist, paths[0].parent)  # the scanner still reaches the database
+        wait_until(lambda: worker.text().count("Retrying message") >= 2, 60, "retries", poll=0.2)
+        assert scan.progress(dist, queued["scan_id"], 0).done == 0
+        proxy.up()
+        wait_scan(dist, queued["scan_id"], 90, worker)
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.text()[-3000:]
+    rows = assert_each_done_once(dist, queued["scan_id"], paths, before)
+    assert {r["attempts"] for r in rows} == {1}  # the job never started while the database was away
+    delays = [int(line.rsplit(" in ", 1)[1].split()[0]) for line in worker.text().splitlines()
+              if "Retrying message" in line]
+    assert min(delays) >= 500, delays  # backoff, not a hot loop (min_backoff is 1 s, with jitter)
+
+
+# ---------------------------------------------------------------- docker/
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_yaml(path: Path) -> dict:
+    """Parse YAML with PyYAML from this interpreter or, failing that, the one the virtualenv was made from."""
+    try:
+        import yaml
+    except ImportError:
+        pass
+    else:
+        return yaml.safe_load(path.read_text())
+    code = "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))"
+    for python in dict.fromkeys([getattr(sys, "_base_executable", ""), shutil.which("python3") or ""]):
+        if python and subprocess.run([python, "-c", "import yaml"], capture_output=True).returncode == 0:
+            return json.loads(subprocess.run([python, "-c", code, str(path)], capture_output=True, text=True,
+                                             check=True).stdout)
+    pytest.skip("no PyYAML to parse docker/compose.yaml with")
+
+
+def test_compose_file_runs_scalable_workers_over_one_music_mount(tmp_path):
+    doc = _load_yaml(ROOT / "docker" / "compose.yaml")
+    services = doc["services"]
+    assert set(services) == {"redis", "postgres", "migrate", "worker", "scan"}
+    music = "${MUSIC_DIR:?set MUSIC_DIR to the music folder to tag}:/music"
+    for name in ("worker", "scan"):
+        svc = services[name]
+        assert svc["volumes"] == [music], name  # the same folder, the same path: no path mapping needed
+        assert svc["environment"]["TAGGER_BROKER_URL"].startswith("redis://redis:")
+        assert "@postgres:" in svc["environment"]["TAGGER_DB_URL"]
+        assert svc["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+        assert svc["depends_on"]["redis"] == {"condition": "service_healthy"}
+        assert svc["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
+    assert services["scan"]["command"][:2] == ["scan", "/music"] and services["scan"]["restart"] == "no"
+    assert services["migrate"]["command"] == ["db", "upgrade"]
+    assert services["migrate"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    worker = services["worker"]
+    assert worker["command"][0] == "worker"
+    # `--scale worker=N` needs replicas that claim no fixed name or host port
+    assert not {"container_name", "ports"} & set(worker)
+    assert worker["stop_signal"] == "SIGTERM" and worker["healthcheck"]["test"]
+    for name in ("redis", "postgres"):
+        assert services[name]["healthcheck"]["test"], name
+    assert "--appendonly" in services["redis"]["command"]  # queued jobs survive a Redis restart
+
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert dockerfile.startswith("#") and "\nFROM python:3.11-slim\n" in dockerfile
+    assert "ffmpeg" in dockerfile and 'ENTRYPOINT ["tagger"]' in dockerfile
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            for src in line.split()[1:-1]:
+                assert (ROOT / src).exists(), src
+                assert src.split("/")[0] not in ignored, src
+
+    compose = shutil.which("docker-compose")
+    if compose:  # the real schema check, where the Compose CLI is installed
+        env = dict(os.environ, MUSIC_DIR=str(tmp_path))
+        checked = subprocess.run([compose, "-f", str(ROOT / "docker" / "compose.yaml"), "config", "-q"],
+                                 env=env, capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
