@@ -132,8 +132,10 @@ def wait_scan(settings, scan_id: int, timeout: float = 90, *workers: Workers) ->
 def analyses(settings, scan_id: int) -> list[dict]:
     """One row per analysis with its prediction and tag-change counts."""
     with session_scope(settings.database_url) as db:
-        preds = dict(db.execute(select(s.Prediction.analysis_id, func.count()).group_by(s.Prediction.analysis_id)).all())
-        changes = dict(db.execute(select(s.TagChange.analysis_id, func.count()).group_by(s.TagChange.analysis_id)).all())
+        def per_analysis(table):
+            return dict(db.execute(select(table.analysis_id, func.count()).group_by(table.analysis_id)).all())
+
+        preds, changes = per_analysis(s.Prediction), per_analysis(s.TagChange)
         rows = db.scalars(select(s.Analysis).where(s.Analysis.scan_id == scan_id).order_by(s.Analysis.id)).all()
         return [{"id": a.id, "path": a.file.path, "status": a.status, "attempts": a.attempts, "worker": a.worker,
                  "error": a.error, "error_kind": a.error_kind, "predictions": preds.get(a.id, 0),
