@@ -291,6 +291,8 @@ def _table(headers: list[str], rows: list[list[Any]], style=None) -> str:
 
     def line(r, ri=None):
         out = [c.ljust(w) if i < len(r) - 1 else c for i, (c, w) in enumerate(zip(r, widths))]
+        while out and not out[-1].strip():  # trailing blank cells: no trailing spaces, coloured or not
+            out.pop()
         if style is not None:
             out = [style(ri, i, c) for i, c in enumerate(out)]
         return "  ".join(out).rstrip()

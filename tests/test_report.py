@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 
+import click
 import pytest
 from report_fixtures import SCAN_TIMES, report_library  # noqa: F401 (a fixture)
 from services import run_cli
@@ -24,7 +25,7 @@ from sqlalchemy import insert
 from tagger import report, scan
 from tagger.config import Settings
 from tagger.db import schema as s
-from tagger.db.engine import session_scope
+from tagger.db.engine import ensure_schema, session_scope
 from tagger.report import Filters
 
 
@@ -323,7 +324,7 @@ def test_empty_database_renders_everywhere(settings, tmp_path):
 
 def _big_database(settings: Settings, n_files: int, n_scans: int) -> None:
     """Rows as the pipeline writes them, inserted in bulk: ``n_scans`` scans over ``n_files`` files."""
-    scan.prepare_database(settings)
+    ensure_schema(settings.database_url, auto_upgrade=True)  # what `tagger db upgrade` does on a server
     genres = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
     t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
     with session_scope(settings.database_url) as db:
@@ -369,3 +370,25 @@ def test_large_library_report_is_fast_and_says_when_it_cuts(settings, tmp_path):
     assert set(doc["truncated"]) == {"failed", "low_confidence"}
     html = report.render_html(doc)
     assert len(html) < 400_000 and "showing 100 of" in html
+
+
+def test_postgresql_and_sqlite_give_the_same_report(pg_url, tmp_path):
+    docs = []
+    for url in (pg_url, f"sqlite:///{tmp_path / 'same.sqlite3'}"):
+        settings = Settings(db_url=url, data_dir=tmp_path)
+        _big_database(settings, 700, 2)
+        for filters in (Filters(), Filters(since=datetime(2024, 1, 2, tzinfo=timezone.utc), genre="JAZZ"),
+                        Filters(scan_id=1, lists=("failed",))):
+            doc = report.collect(settings, limit=40, filters=filters)
+            doc["report"].pop("generated_at")
+            docs.append(doc)
+    pg, lite = docs[:3], docs[3:]
+    assert pg == lite
+    assert pg[0]["totals"]["failed"] == len(range(0, 700, 13)) and pg[1]["genres"][0]["genre"] == "jazz"
+
+
+def test_colour_only_decorates_the_table(report_library):
+    doc = report.collect(report_library.settings)
+    plain, coloured = report.render_table(doc), report.render_table(doc, color=True)
+    assert "\x1b[" in coloured and "\x1b[" not in plain
+    assert click.unstyle(coloured) == plain  # same text, same alignment
