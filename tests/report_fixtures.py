@@ -18,6 +18,7 @@ from pathlib import Path
 import audiofiles
 import pytest
 from services import TEST_MODEL
+from sqlalchemy import select
 
 from tagger import config, discover, pipeline, scan
 from tagger.db import schema as s
@@ -53,9 +54,18 @@ def run_scan(settings: config.Settings, roots: list[Path], started: datetime | N
     with session_scope(settings.database_url) as db:
         sc = db.get(s.Scan, scan_id)
         sc.found, sc.skipped, sc.queued = len(found), skipped, len(ids)
-        if started is not None:
-            took = sc.finished_at.replace(tzinfo=timezone.utc) - sc.started_at.replace(tzinfo=timezone.utc)
-            sc.started_at, sc.finished_at = started, started + took + timedelta(seconds=42)
+        if started is not None:  # move the whole scan into the past, every record it made with it
+            shift = started - sc.started_at.replace(tzinfo=timezone.utc)
+            sc.started_at, sc.finished_at = started, sc.finished_at + shift + timedelta(seconds=42)
+            for a in db.scalars(select(s.Analysis).where(s.Analysis.scan_id == scan_id)):
+                a.queued_at, a.started_at, a.finished_at = (a.queued_at + shift, a.started_at and a.started_at + shift,
+                                                            a.finished_at and a.finished_at + shift)
+                if a.prediction is not None:
+                    a.prediction.created_at += shift
+            for row in db.scalars(select(s.TagChange).where(s.TagChange.scan_id == scan_id)):
+                row.created_at += shift
+            for row in db.scalars(select(s.Error).where(s.Error.scan_id == scan_id)):
+                row.created_at += shift
     return scan_id
 
 
