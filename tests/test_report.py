@@ -11,7 +11,6 @@ import json
 import shutil
 import struct
 import subprocess
-import time
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
@@ -355,13 +354,11 @@ def _big_database(settings: Settings, n_files: int, n_scans: int) -> None:
         db.execute(insert(s.Prediction), predictions)
 
 
-def test_large_library_report_is_fast_and_says_when_it_cuts(settings, tmp_path):
+def test_large_library_report_says_when_it_cuts(settings, tmp_path):
+    # speed is measured in bench/, not asserted here; this checks counts and truncation at size
     n_files, n_scans = 10000, 3
     _big_database(settings, n_files, n_scans)
-    started = time.perf_counter()
     doc = report.collect(settings, limit=100)
-    seconds = time.perf_counter() - started
-    assert seconds < 10, f"collect took {seconds:.1f} s for {n_files} files × {n_scans} scans"
     failed_files = len(range(0, n_files, 13))
     assert doc["totals"]["failed"] == failed_files and len(doc["failed"]) == 100
     assert doc["totals"]["low_confidence"] == sum(1 for i in range(n_files) if i % 7 == 0 and i % 13)
