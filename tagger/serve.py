@@ -76,14 +76,19 @@ class Handler(BaseHTTPRequestHandler):
     timeout = SOCKET_TIMEOUT
     app: App  # set on the subclass the server builds
 
+    def version_string(self) -> str:
+        return self.server_version
+
     # ------------------------------------------------------------ plumbing
 
     def log_message(self, fmt: str, *args) -> None:
         log.info("%s %s", self.address_string(), fmt % args)
 
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
-        # http.server's own errors (bad request line, unsupported method, ...) as JSON too
+        # http.server's own errors (bad request line, header too long, ...) as JSON too, and with a
+        # status line even when the request line was too broken to name a version (HTTP/0.9 has none)
         self.close_connection = True
+        self.request_version = self.protocol_version
         self._send(code, {"error": message or self.responses.get(code, ("error",))[0]})
 
     def _send(self, status: int, body: Any, headers: Optional[dict[str, str]] = None) -> None:
@@ -104,20 +109,12 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
+    def __getattr__(self, name: str):
+        # every method goes through the routes (an unknown one on a known path is a 405,
+        # not http.server's 501); "do_" + the request line's method is looked up here
+        if name.startswith("do_") and name[3:].isalpha() and name[3:].isupper():
+            return lambda: self._dispatch(name[3:])
+        raise AttributeError(name)
 
     def _dispatch(self, method: str) -> None:
         self.t0 = time.perf_counter()
