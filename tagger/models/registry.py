@@ -21,6 +21,7 @@ LOADERS = {
     "keras_patches": "tagger.models.deep:DeepModel",
     "sklearn_mfcc": "tagger.models.fallback:FallbackModel",
     "musicnn": "tagger.models.pretrained:MusicnnModel",
+    "musicnn_head": "tagger.models.transfer:TransferModel",
 }
 
 _cache: dict[tuple[str, tuple[str, ...]], Model] = {}
