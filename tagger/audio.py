@@ -128,7 +128,17 @@ def load_clip(
             f"audio too short to analyse ({info.duration:.1f} s; at least {window_s:.1f} s needed)"
         )
     if info.decoder == "soundfile":
-        windows = _read_soundfile(path, info, starts, window, sr)
+        try:
+            windows = _read_soundfile(path, info, starts, window, sr)
+        except UnreadableAudio as exc:
+            # libsndfile gives up on damaged streams that ffmpeg decodes past (it resyncs)
+            if shutil.which("ffmpeg") is None:
+                raise
+            try:
+                windows = _read_ffmpeg(path, info, starts, window, sr)
+            except UnreadableAudio as second:
+                # "truncated" says more than libsndfile's lost sync; otherwise keep the first reason
+                raise (second if second.message.startswith("truncated") else exc) from None
     else:
         windows = _read_ffmpeg(path, info, starts, window, sr)
     if all(float(np.sqrt(np.mean(w.astype(np.float64) ** 2))) < SILENCE_RMS for w in windows):
@@ -167,7 +177,8 @@ def _read_soundfile(path: Path, info: AudioInfo, starts: list[float], window: in
                     break
                 out.append(_fit(features.resample(_to_mono(x), info.samplerate, sr), window))
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise UnreadableAudio(f"decoding failed: {' '.join(str(exc).split())}") from None
+        detail = " ".join(str(exc).replace("Error :", "").split()).rstrip(".")
+        raise UnreadableAudio(f"corrupt audio: the decoder failed ({detail})") from None
     if not out:
         if ends_at is not None:
             raise UnreadableAudio(
@@ -186,7 +197,7 @@ def _read_ffmpeg(path: Path, info: AudioInfo, starts: list[float], window: int, 
     for i, start in enumerate(starts):
         cmd += ["-ss", f"{start:.6f}", "-t", f"{window_s + 0.1:.6f}", "-i", str(path)]
         graph.append(
-            f"[{i}:a:0]aresample={sr},aformat=sample_fmts=flt,apad,atrim=end_sample={window}[a{i}]"
+            f"[{i}:a:0]aresample={sr},aformat=sample_fmts=flt,atrim=end_sample={window}[a{i}]"
         )
     joined = "".join(f"[a{i}]" for i in range(len(starts)))
     graph.append(f"{joined}concat=n={len(starts)}:v=0:a=1[out]")
@@ -202,6 +213,10 @@ def _read_ffmpeg(path: Path, info: AudioInfo, starts: list[float], window: int, 
     ch = max(info.channels, 1)
     x = x[: len(x) - len(x) % ch].reshape(-1, ch)
     mono = _to_mono(x)
-    if len(mono) < window * len(starts):
-        raise UnreadableAudio("decoding produced less audio than the file declares")
-    return [np.ascontiguousarray(mono[i * window : (i + 1) * window]) for i in range(len(starts))]
+    # a window cut short means the stream ended early (truncated) or lost samples (damage);
+    # windows come in time order, so the complete ones are the leading ones
+    complete = len(mono) // window
+    if complete == 0:
+        raise UnreadableAudio(
+            f"truncated or corrupt: {len(mono) / sr:.1f} s of audio decoded, {info.duration:.1f} s declared")
+    return [np.ascontiguousarray(mono[i * window : (i + 1) * window]) for i in range(complete)]
