@@ -172,3 +172,108 @@ def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     import soxr
 
     return soxr.resample(np.asarray(y, dtype=np.float32), sr_in, sr_out, quality="HQ").astype(np.float32)
+
+
+# ---------------------------------------------------------------- musicnn's input
+# What the pretrained musicnn models (Pons & Serra, musicnn 0.1.0) were trained
+# on: 16 kHz audio, power STFT with a 512-point periodic Hann window and hop
+# 256, a 96-band Slaney mel filterbank, the mel power rounded to float16, then
+# log10(1 + 10000 * mel) ("logC"). Rows are time frames, columns mel bands.
+# As everywhere here, frames are not centred: a non-centred frame j is the
+# original extractor's centred frame j + 1, so only the first half-frame of a
+# file differs from the original.
+
+MUSICNN_SR = 16000
+MUSICNN_N_FFT = 512
+MUSICNN_HOP = 256
+MUSICNN_N_MELS = 96
+#: frames in one model input patch: 3 s, as the models were trained
+MUSICNN_PATCH_FRAMES = 187
+#: samples that make exactly one patch: 512 + 186 * 256 = 48128 (3.008 s)
+MUSICNN_PATCH_SAMPLES = MUSICNN_N_FFT + (MUSICNN_PATCH_FRAMES - 1) * MUSICNN_HOP
+#: the "logC" compression: log10(1 + C * mel power)
+MUSICNN_LOG_C = 10000.0
+
+#: feature parameters, as written into the musicnn model cards
+MUSICNN_PARAMS = {
+    "name": "musicnn_logc_mel",
+    "sr": MUSICNN_SR,
+    "n_fft": MUSICNN_N_FFT,
+    "hop_length": MUSICNN_HOP,
+    "n_mels": MUSICNN_N_MELS,
+    "patch_frames": MUSICNN_PATCH_FRAMES,
+    "patch_samples": MUSICNN_PATCH_SAMPLES,
+    "center": False,
+    "window": "hann",
+    "mel": "slaney",
+    "mel_norm": "slaney",
+    "float16_power": True,
+    "log": "log10(1 + 10000 * float16(mel_power))",
+    "layout": "(frames, mel bands)",
+    "pad_short": "repeat",
+    "version": 1,
+}
+
+
+def logc_mel(
+    y: np.ndarray,
+    sr: int = MUSICNN_SR,
+    n_fft: int = MUSICNN_N_FFT,
+    hop_length: int = MUSICNN_HOP,
+    n_mels: int = MUSICNN_N_MELS,
+    log_c: float = MUSICNN_LOG_C,
+    float16_power: bool = True,
+) -> np.ndarray:
+    """Audio → musicnn spectrogram.
+
+    Parameters
+    ----------
+    y : mono float32 audio at ``sr``, shape ``(n_samples,)``.
+    float16_power : round the mel power to float16 before the log, as the
+        original pipeline stored it (values above the float16 range are clipped
+        to its maximum instead of becoming ``inf``).
+
+    Returns
+    -------
+    float32 array of shape ``(n_frames, n_mels)`` with
+    ``n_frames = 1 + (len(y) - n_fft) // hop_length`` (0 rows if ``y`` is shorter than ``n_fft``).
+    """
+    mel = mel_filterbank(sr, n_fft, n_mels) @ power_spectrogram(y, n_fft, hop_length)
+    if float16_power:
+        mel = np.minimum(mel, np.finfo(np.float16).max).astype(np.float16).astype(np.float32)
+    return np.log10(1.0 + log_c * mel).T.astype(np.float32)
+
+
+def fit_patch_samples(y: np.ndarray, n: int = MUSICNN_PATCH_SAMPLES) -> np.ndarray:
+    """Make ``y`` at least ``n`` samples long by repeating it ("repeat-pad", as in training).
+
+    Longer audio is returned unchanged. Shape ``(max(len(y), n),)``.
+    """
+    y = np.asarray(y, dtype=np.float32)
+    if len(y) >= n:
+        return y
+    if len(y) == 0:
+        return np.zeros(n, dtype=np.float32)
+    return np.tile(y, int(np.ceil(n / len(y))))[:n]
+
+
+def musicnn_patches(spec: np.ndarray, patch_frames: int = MUSICNN_PATCH_FRAMES) -> np.ndarray:
+    """Cut a ``(n_frames, n_mels)`` spectrogram into non-overlapping patches.
+
+    Returns float32 ``(n_patches, patch_frames, n_mels)``; a trailing remainder
+    shorter than a patch is dropped.
+    """
+    n = spec.shape[0] // patch_frames
+    return np.ascontiguousarray(
+        spec[: n * patch_frames].reshape(n, patch_frames, spec.shape[1]), dtype=np.float32
+    )
+
+
+def musicnn_window_patches(y: np.ndarray, sr: int) -> np.ndarray:
+    """One analysis window at any rate → its musicnn patches ``(n, 187, 96)``, ``n ≥ 1``.
+
+    The window is resampled to 16 kHz; one shorter than a patch (3.008 s) is
+    repeat-padded to one patch.
+    """
+    y16 = fit_patch_samples(resample(y, sr, MUSICNN_SR))
+    return musicnn_patches(logc_mel(y16))

@@ -8,18 +8,14 @@ import pytest
 
 from tagger import audio, genres
 from tagger.audio import Clip
-from tagger.musicnn_features import (
-    N_MELS,
-    PATCH_FRAMES,
-    PATCH_SAMPLES,
-    SR,
-    fit_patch_samples,
-    logc_mel,
-    mel_filterbank,
-    window_patches,
-)
+from services import GTZAN
 
-GTZAN = Path("/work/shared/datasets/gtzan")
+from tagger.features import MUSICNN_N_MELS as N_MELS
+from tagger.features import MUSICNN_PATCH_FRAMES as PATCH_FRAMES
+from tagger.features import MUSICNN_PATCH_SAMPLES as PATCH_SAMPLES
+from tagger.features import MUSICNN_SR as SR
+from tagger.features import fit_patch_samples, logc_mel, mel_filterbank
+from tagger.features import musicnn_window_patches as window_patches
 needs_gtzan = pytest.mark.skipif(not GTZAN.is_dir(), reason="shared GTZAN copy not present")
 
 
@@ -42,7 +38,7 @@ def test_one_patch_of_audio_gives_exactly_one_patch_of_frames():
 def test_a_tone_lights_the_mel_band_that_holds_its_frequency():
     t = np.arange(PATCH_SAMPLES) / SR
     spec = logc_mel((0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32))
-    fb = mel_filterbank()
+    fb = mel_filterbank(SR, 512, N_MELS)
     bin_1k = int(round(1000 * 512 / SR))
     assert spec.mean(axis=0).argmax() == fb[:, bin_1k].argmax()
     assert spec.min() >= 0.0  # log10(1 + C x) of a power is never negative

@@ -20,7 +20,7 @@ import numpy as np
 from tagger import genres
 from tagger.audio import Clip
 from tagger.models.base import Card, Model, Prediction
-from tagger.musicnn_features import window_patches
+from tagger.features import musicnn_window_patches as window_patches
 
 #: patches per forward pass (bounds memory for long clips)
 BATCH = 64

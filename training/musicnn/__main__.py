@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "tagger" / "models" / "artifacts"
-DEFAULT_GTZAN = Path("/work/shared/datasets/gtzan")
+DEFAULT_GTZAN = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "gtzan"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 
 from tagger import genres
 from tagger.models.musicnn_arch import CHECKPOINT_NAMES, build_musicnn
-from tagger.musicnn_features import MUSICNN_PARAMS
+from tagger.features import MUSICNN_PARAMS
 from training.musicnn import readme
 
 #: artifact name → (checkpoint folder in the wheel, tag list name)

@@ -2,7 +2,7 @@
 
 The original graph is the wheel's ``models.py`` run through ``tf.compat.v1``
 (``reference.py``, in a subprocess). Both get identical input patches computed
-by ``tagger.musicnn_features`` from whole GTZAN clips; the largest absolute
+by ``tagger.features`` from whole GTZAN clips; the largest absolute
 difference of any tag activation is recorded in the card (``metrics.port_max_abs_diff``).
 The features are checked separately against the original formula computed
 with librosa (``librosa.feature.melspectrogram``, centred frames, float16, logC).
@@ -22,7 +22,8 @@ import numpy as np
 from tagger import features
 from tagger.models.base import Card
 from tagger.models.pretrained import MusicnnModel
-from tagger.musicnn_features import HOP, LOG_C, N_FFT, N_MELS, SR, logc_mel, musicnn_patches
+from tagger.features import MUSICNN_HOP as HOP, MUSICNN_LOG_C as LOG_C, MUSICNN_N_FFT as N_FFT
+from tagger.features import MUSICNN_N_MELS as N_MELS, MUSICNN_SR as SR, logc_mel, musicnn_patches
 from training.musicnn import readme
 from training.musicnn.convert import MODELS, extract_wheel
 
