@@ -287,6 +287,12 @@ def test_sigterm_finishes_the_current_job_and_requeues_the_rest(dist, audio_fact
         queued = queue_scan(dist, paths[0].parent)
         running = wait_until(lambda: [r for r in analyses(dist, queued["scan_id"]) if r["status"] == s.RUNNING],
                              60, "a job to start", poll=0.02)
+        # frozen mid-job, the worker holds its prefetch (two jobs, threads x 2): `tagger status` sees them
+        worker.proc.send_signal(signal.SIGSTOP)
+        try:
+            held = json.loads(run_cli(dist, "status", "--json").stdout)
+        finally:
+            worker.proc.send_signal(signal.SIGCONT)
         worker.proc.send_signal(signal.SIGTERM)
         code = worker.proc.wait(60)
     finally:
@@ -301,6 +307,8 @@ def test_sigterm_finishes_the_current_job_and_requeues_the_rest(dist, audio_fact
     # the prefetched message went back to the queue at once, not after a heartbeat timeout
     assert queue_depth(dist) == {"waiting": 2, "in_flight": 0, "dead": 0}
     assert worker.text().count("tagged ") == 1
+    assert held["queue"] == {"waiting": 1, "in_flight": 2, "dead": 0}
+    assert (held["scan"]["queued"], held["scan"]["pending"], held["scan"]["tagged"]) == (3, 3, 0)
 
 
 # ---------------------------------------------------------------- outages
