@@ -144,6 +144,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._fail(exc)
             except TaggerError as exc:
                 self._fail(ApiError(_status_of(exc), exc.message))
+            except (TimeoutError, ConnectionError):
+                self.close_connection = True  # the client went silent or away: nobody to answer
             except Exception:
                 log.exception("internal error on %s %s", method, url.path)
                 self._fail(ApiError(500, "internal error (details are in the server log)"))

@@ -53,7 +53,11 @@ class Batcher:
     def predict(self, clip: audio.Clip, timeout: float = 300.0) -> Prediction:
         fut: Future = Future()
         self._q.put((clip, fut))
-        return fut.result(timeout)
+        try:
+            return fut.result(timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise ApiError(503, f"the model did not answer within {timeout:.0f} s; try again later") from None
 
     def _warm_up(self) -> None:
         """Load the models and run one prediction, so the first request pays neither."""
@@ -87,6 +91,9 @@ class Batcher:
             self._predict(batch)
 
     def _predict(self, batch: list[tuple[audio.Clip, Future]]) -> None:
+        batch = [(clip, fut) for clip, fut in batch if fut.set_running_or_notify_cancel()]
+        if not batch:
+            return
         self.requests += len(batch)
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(batch))
