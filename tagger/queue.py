@@ -51,12 +51,12 @@ REDIS_OPTIONS = {"heartbeat_timeout": 15_000, "maintenance_chance": 50_000, "dea
 
 def redis_options(url: str) -> tuple[str, dict[str, int]]:
     """Split tagger's RedisBroker options off a broker URL; returns (URL for redis, options)."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    from urllib.parse import parse_qsl, urlencode
 
-    parts = urlsplit(url)
+    base, _, query = url.partition("?")
     options = dict(REDIS_OPTIONS)
     rest = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+    for key, value in parse_qsl(query, keep_blank_values=True):
         if key in REDIS_OPTIONS:
             try:
                 options[key] = int(value)
@@ -66,7 +66,7 @@ def redis_options(url: str) -> tuple[str, dict[str, int]]:
                 raise ConfigError(f"broker URL option {key}={value!r}: an integer is expected") from None
         else:
             rest.append((key, value))  # redis-py's own options (socket_timeout, …)
-    return urlunsplit(parts._replace(query=urlencode(rest))), options
+    return (f"{base}?{urlencode(rest)}" if rest else base), options
 
 
 def configure(settings: Settings) -> dramatiq.Broker:

@@ -527,3 +527,21 @@ def test_compose_file_runs_scalable_workers_over_one_music_mount(tmp_path):
         checked = subprocess.run([compose, "-f", str(ROOT / "docker" / "compose.yaml"), "config", "-q"],
                                  env=env, capture_output=True, text=True)
         assert checked.returncode == 0, checked.stderr
+
+
+def test_broker_url_carries_the_recovery_options(settings):
+    from tagger.errors import ConfigError
+
+    assert queue.redis_options("redis://h:6379/0") == ("redis://h:6379/0", queue.REDIS_OPTIONS)
+    url, options = queue.redis_options("redis://:pw@h:6379/2?heartbeat_timeout=3000&socket_timeout=5")
+    assert url == "redis://:pw@h:6379/2?socket_timeout=5"  # redis-py's own options stay for redis-py
+    assert options == dict(queue.REDIS_OPTIONS, heartbeat_timeout=3000)
+    assert queue.redis_options("unix:///run/redis.sock?db=3&maintenance_chance=1") == (
+        "unix:///run/redis.sock?db=3", dict(queue.REDIS_OPTIONS, maintenance_chance=1))
+    with pytest.raises(ConfigError):
+        queue.redis_options("redis://h/0?heartbeat_timeout=soon")
+    broker = queue.make_broker(replace(settings, broker_url=f"{REDIS_BASE}?{FAST_RECOVERY}"))
+    try:
+        assert (broker.heartbeat_timeout, broker.maintenance_chance) == (3000, 500000)
+    finally:
+        broker.close()
