@@ -62,10 +62,13 @@ class Batcher:
     def _warm_up(self) -> None:
         """Load the models and run one prediction, so the first request pays neither."""
         try:
+            # as many windows as a full-length track gets: the runtime sees the shapes real requests bring
+            n = audio.DEFAULT_WINDOWS
             rng = np.random.default_rng(0)
-            windows = [rng.normal(0, 0.1, features.PATCH_SAMPLES).astype(np.float32) for _ in range(2)]
-            info = audio.AudioInfo(2 * features.PATCH_SAMPLES, features.SR, 1, "synthetic")
-            self.predictor.predict(audio.Clip(windows=windows, sr=features.SR, info=info, starts=[0.0, 3.0]))
+            windows = [rng.normal(0, 0.1, features.PATCH_SAMPLES).astype(np.float32) for _ in range(n)]
+            info = audio.AudioInfo(n * features.PATCH_SAMPLES, features.SR, 1, "synthetic")
+            starts = [i * features.PATCH_SAMPLES / features.SR for i in range(n)]
+            self.predictor.predict(audio.Clip(windows=windows, sr=features.SR, info=info, starts=starts))
         except Exception as exc:
             self.error = " ".join(f"{type(exc).__name__}: {exc}".split())
             log.error("model warm-up failed: %s", self.error)
