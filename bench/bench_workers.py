@@ -79,15 +79,23 @@ def env_for(data_dir: Path, broker_url: str = "", model: str = "", workers: int 
     return env
 
 
-def tagger(*args: str, env: dict[str, str], timeout: float = 3600) -> tuple[dict, float]:
-    """Run ``tagger ARGS --json``; returns (summary, wall seconds)."""
+def tagger(*args: str, env: dict[str, str], timeout: float = 3600,
+           workers: subprocess.Popen | None = None) -> tuple[dict, float]:
+    """Run ``tagger ARGS --json``; returns (summary, wall seconds). Gives up if ``workers`` exits."""
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "tagger", *args, "--json"], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.Popen([sys.executable, "-m", "tagger", *args, "--json"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None:
+        if workers is not None and workers.poll() is not None or time.monotonic() - started > timeout:
+            proc.kill()
+            proc.communicate()
+            raise RuntimeError(f"tagger {' '.join(args)}: the workers exited or time ran out")
+        time.sleep(0.1)
+    out, err = proc.communicate()
     wall = time.monotonic() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"tagger {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout), wall
+    if proc.returncode != 0:
+        raise RuntimeError(f"tagger {' '.join(args)} failed:\n{err[-3000:]}")
+    return json.loads(out), wall
 
 
 def steady_rate(data_dir: Path, scan_id: int, warm: int) -> tuple[float, int]:
@@ -134,6 +142,8 @@ def run_redis(corpus, work, model, redis_url, processes: int, warmup: Path) -> d
     client.flushdb()
     music, data = fresh(corpus, work, f"redis-{processes}")
     env = env_for(data, broker_url=redis_url, model=model)
+    # migrate once, before workers and scanner would each try to on the fresh SQLite file
+    subprocess.run([sys.executable, "-m", "tagger", "db", "upgrade"], env=env, check=True, capture_output=True)
     log = open(work / f"redis-{processes}.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "tagger", "worker", "--processes", str(processes)], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -141,8 +151,8 @@ def run_redis(corpus, work, model, redis_url, processes: int, warmup: Path) -> d
         # warm every process up (model loaded) with as many short jobs as processes, twice over
         warm_dir = work / f"redis-{processes}" / "warmup"
         shutil.copytree(warmup, warm_dir)
-        tagger("scan", str(warm_dir), "--wait", "--quiet", env=env)
-        summary, wall = tagger("scan", str(music), "--wait", "--quiet", env=env)
+        tagger("scan", str(warm_dir), "--wait", "--quiet", env=env, workers=proc)
+        summary, wall = tagger("scan", str(music), "--wait", "--quiet", env=env, workers=proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(120)
