@@ -195,9 +195,9 @@ def run_deep(args, log=print) -> dict:
                                 augment=not args.no_augment)
     train_time = time.time() - t0
     (out / "checkpoint.keras").unlink(missing_ok=True)  # the best weights are restored into `model`
-    model.save(out / "model.keras")
+    deep.save_for_inference(model, out / "model.keras")
     if args.export_h5:
-        model.save(out / "model.h5")
+        model.save(out / "model.h5", include_optimizer=False)
     (out / "history.json").write_text(json.dumps(history, indent=1))
     _history_png(history, out / "history.png")
     if valid_items:
