@@ -26,7 +26,7 @@ def genre_tree(tmp_path_factory):
 def _train(kind: str, tree, tmp_path, *extra) -> tuple[dict, object]:
     out = tmp_path / "models" / f"test-{kind}"
     assert main([kind, "--dataset", "folder", "--root", str(tree), "--cache-dir", str(tmp_path / "cache"),
-                 "--name", f"test-{kind}", "--out", str(out), *extra]) == 0
+                 "--name", f"test-{kind}", "--out", str(out), "--timing-tracks", "2", *extra]) == 0
     card = json.loads((out / "card.json").read_text())
     return card, registry.load(card["name"], extra=[str(tmp_path / "models")])
 

@@ -25,6 +25,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=str(cache.DEFAULT_DIR))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/<name>)")
+    p.add_argument("--timing-tracks", type=int, default=10, help="tracks timed for the card's inference ms")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -123,7 +123,7 @@ def run_ml(args, log=print) -> dict:
         data=_data_doc(args, items, errors), split=f"trained on {args.split} ({len(items)} tracks)",
         command=_command(), training_time_s=round(train_time, 2), seed=args.seed,
     )
-    _finish(out, card, items, log)
+    _finish(out, card, items, log, args.timing_tracks)
     return card
 
 
@@ -225,7 +225,7 @@ def run_deep(args, log=print) -> dict:
         data=_data_doc(args, items, errors), split=f"trained on {args.split} ({len(items)} tracks)",
         command=_command(), training_time_s=round(train_time, 1), seed=args.seed,
     )
-    _finish(out, card, items, log)
+    _finish(out, card, items, log, args.timing_tracks)
     return card
 
 
@@ -353,12 +353,12 @@ def _command() -> str:
     return command_line()
 
 
-def _finish(out: Path, card: dict, items, log) -> None:
+def _finish(out: Path, card: dict, items, log, timing_tracks: int = 10) -> None:
     from training.card import inference_ms_per_track, write_card
 
     write_card(out, **card)
     try:
-        timing = inference_ms_per_track(card["name"], out, [it.path for it in items[:11]])
+        timing = inference_ms_per_track(card["name"], out, [it.path for it in items[: timing_tracks + 1]])
         card["inference_ms_per_track"] = timing
     except Exception as exc:  # timing is informative; the model is already saved
         card["inference_ms_per_track"] = {"error": str(exc)}
