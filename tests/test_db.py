@@ -21,3 +21,15 @@ def test_postgresql_is_upgraded_only_on_request(pg_url):
     engine.upgrade(pg_url)
     assert set(inspect(engine.engine_for(pg_url)).get_table_names()) == TABLES
     engine.ensure_schema(pg_url, auto_upgrade=False)  # now it passes
+
+
+def test_processes_starting_together_migrate_one_sqlite_file_once(tmp_path):
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'race.sqlite3'}"
+    code = f"from tagger.db import engine; engine.ensure_schema({url!r}, auto_upgrade=True)"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    assert engine.current_revision(url) == engine.head_revision(url)

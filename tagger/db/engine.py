@@ -93,6 +93,24 @@ def head_revision(url: str) -> str | None:
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
 
 
+@contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    """Serialise migrations of one SQLite file between the processes that start together."""
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(url[len("sqlite:///"):]).expanduser().with_suffix(".migrate.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def ensure_schema(url: str, auto_upgrade: bool) -> None:
     """Make sure the database is at the latest migration.
 
@@ -103,7 +121,9 @@ def ensure_schema(url: str, auto_upgrade: bool) -> None:
     if current_revision(url) == head_revision(url):
         return
     if auto_upgrade:
-        upgrade(url)
+        with _migration_lock(url):
+            if current_revision(url) != head_revision(url):  # another process may have done it
+                upgrade(url)
         return
     tables = inspect(engine_for(url)).get_table_names()
     state = "is empty" if not tables else "is not at the latest schema"
