@@ -307,6 +307,26 @@ def status(ctx, scan_id, as_json):
                    f"{sm['files_per_second'] or 0} files/s")
 
 
+@main.command()
+@click.option("--scan", "scan_id", type=int, required=True, help="The scan whose unfinished jobs to send again.")
+@click.option("--running", is_flag=True, help="Also jobs marked running (their worker died and the broker lost them).")
+@click.pass_context
+def requeue(ctx, scan_id, running):
+    """Queue a scan's unfinished jobs again, e.g. after a Redis without persistence restarted.
+
+    Jobs are idempotent: one delivered twice does its work once.
+    """
+    from tagger import queue, scan as scan_mod
+
+    settings = _settings(ctx)
+    try:
+        scan_mod.prepare_database(settings)
+        queue.configure(settings)
+    except TaggerError as exc:
+        _fail(exc)
+    click.echo(f"queued {scan_mod.requeue(settings, scan_id, include_running=running)} jobs of scan {scan_id} again")
+
+
 # ---------------------------------------------------------------- undo / history
 
 

@@ -140,6 +140,18 @@ def _record_problem(settings: Settings, scan_id: int, problem: discover.Problem)
                        kind="unreadable_path", message=problem.reason, final=True))
 
 
+def requeue(settings: Settings, scan_id: int, include_running: bool = False) -> int:
+    """Send the messages of a scan's unfinished analyses again (a broker that lost them).
+
+    Redelivery is harmless: an analysis that finishes first makes its twin a no-op.
+    """
+    states = [s.QUEUED, s.RUNNING] if include_running else [s.QUEUED]
+    with session_scope(settings.database_url) as db:
+        ids = list(db.scalars(select(s.Analysis.id).where(s.Analysis.scan_id == scan_id,
+                                                          s.Analysis.status.in_(states))))
+    return queue.enqueue(ids) if ids else 0
+
+
 def progress(settings: Settings, scan_id: int, started: float) -> Progress:
     with session_scope(settings.database_url) as db:
         rows = db.execute(

@@ -49,3 +49,15 @@ def test_scan_through_redis_with_a_headless_worker(settings, audio_factory, redi
     assert log.count("tagged ") == 4  # one log line per job
     for p in paths:
         assert tags.read(p, p.suffix[1:])["genre"]
+
+
+def test_requeue_after_the_broker_lost_its_messages(settings, audio_factory, redis_url):
+    import redis as redis_lib
+
+    path = audio_factory("flac", name="q/a.flac", seconds=10)
+    summary = json.loads(run_cli(settings, "scan", str(path.parent), "--json", TAGGER_BROKER_URL=redis_url).stdout)
+    redis_lib.Redis.from_url(redis_url).flushdb()  # a Redis without persistence restarted
+    out = run_cli(settings, "requeue", "--scan", str(summary["scan_id"]), TAGGER_BROKER_URL=redis_url)
+    assert out.returncode == 0 and "queued 1 jobs" in out.stdout, out.stderr
+    status = json.loads(run_cli(settings, "status", "--json", TAGGER_BROKER_URL=redis_url).stdout)
+    assert status["queue"]["waiting"] == 1
