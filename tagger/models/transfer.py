@@ -65,8 +65,8 @@ class MusicnnFrontEnd:
         # built straight from the card, not through registry.load: a loader runs
         # under the registry's lock, so it must not call registry.load itself
         net = MusicnnModel(base).network
-        layer = {"penultimate": "penultimate", "pooled": "pooled", "tags": "tags", "midend": "midend"}
-        self.network = keras.Model(net.input, [net.get_layer(layer[t]).output for t in self.taps],
+        # the taps are layer names of tagger.models.musicnn_arch
+        self.network = keras.Model(net.input, [net.get_layer(t).output for t in self.taps],
                                    name=f"{base.name}-taps")
         frames, mels = int(base.features["patch_frames"]), int(base.features["n_mels"])
         spec = tf.TensorSpec([None, frames, mels], tf.float32)
