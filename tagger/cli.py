@@ -475,7 +475,7 @@ def evaluate(ctx, path, labels, from_tags, model, as_json):
     elif labels:
         items = ev.items_from_csv(labels, root=path)
     else:
-        items = ev.items_from_folders(path)
+        items = ev.items_from_folder(path)
     if not items:
         raise click.ClickException(f"no labeled audio files found under {path}")
     try:

@@ -87,3 +87,26 @@ def test_every_command_has_help(settings):
     for cmd in ([], ["scan"], ["report"], ["worker"], ["status"], ["db", "upgrade"], ["models"], ["evaluate"]):
         out = run_cli(settings, *cmd, "--help")
         assert out.returncode == 0 and "Usage:" in out.stdout, cmd
+
+
+def test_evaluate_on_a_labeled_folder_and_from_tags(settings, gtzan, tmp_path):
+    import shutil
+
+    root = tmp_path / "labeled"
+    for genre in ("metal", "classical"):
+        (root / genre).mkdir(parents=True)
+        for clip in sorted((gtzan / genre).glob("*.mp3"))[:2]:
+            shutil.copyfile(clip, root / genre / clip.name)
+    out = run_cli(settings, "evaluate", str(root), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["n"] == 4 and 0.0 <= result["accuracy"] <= 1.0
+    text = run_cli(settings, "evaluate", str(root))
+    assert "accuracy" in text.stdout.lower()
+
+    for genre in ("metal", "classical"):  # the user's own tags as labels
+        for f in (root / genre).glob("*.mp3"):
+            tags.write(f, "mp3", {"genre": [genre]})
+    tagged = run_cli(settings, "evaluate", str(root), "--from-tags", "--json")
+    assert tagged.returncode == 0, tagged.stderr
+    assert json.loads(tagged.stdout)["n"] == 4
