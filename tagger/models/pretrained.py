@@ -33,6 +33,9 @@ class MusicnnModel(Model):
 
     def __init__(self, card: Card):
         super().__init__(card)
+        from tagger.models import runtime
+
+        runtime.configure_tensorflow()
         import tensorflow as tf
 
         from tagger.models.musicnn_arch import build_musicnn
