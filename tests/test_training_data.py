@@ -6,7 +6,6 @@ import os
 import shutil
 
 import numpy as np
-import pytest
 
 import audiofiles
 from tagger import audio, features
