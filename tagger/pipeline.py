@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 
 from tagger import audio, formats, tags
@@ -166,15 +166,34 @@ def _run(job: Job, settings: Settings) -> tuple[str, Prediction, Optional[dict]]
         "model": [f"{prediction.model} {prediction.version}"],
     }
     change_id, before = _record_pending_change(settings, job, current, wanted)
-    try:
-        if current != wanted:
-            tags.write(job.path, fmt, wanted, expect=tags.FileStat(job.size, job.mtime_ns))
-        # else: a redelivery after a write whose record was lost: the file already holds it
-    except TaggerError:
-        _set_change_state(settings, change_id, "failed")  # the file is as it was
-        raise
-    _set_change_state(settings, change_id, "done")
+    _write_once(settings, job, fmt, change_id, wanted)
     return s.TAGGED, prediction, {"before": before, "after": wanted}
+
+
+def _write_once(settings: Settings, job: Job, fmt: str, change_id: int, wanted: dict) -> None:
+    """Write the file under a lock on its change record, so twins of one job write once.
+
+    At-least-once delivery can run one job in two workers at the same time (a
+    worker wrongly taken for dead). The lock (a row lock on PostgreSQL, the
+    write lock on SQLite) is held across read, write and record: the second
+    worker finds the change done and the file holding it, and writes nothing.
+    """
+    with session_scope(settings.database_url) as db:
+        # a no-op UPDATE takes the lock before anything is read
+        db.execute(update(s.TagChange).where(s.TagChange.id == change_id).values(state=s.TagChange.state))
+        change = db.get(s.TagChange, change_id, populate_existing=True)
+        current = tags.read(job.path, fmt)
+        if change.state == "done" and current == wanted:
+            return  # its twin wrote it
+        try:
+            if current != wanted:
+                tags.write(job.path, fmt, wanted, expect=tags.FileStat(job.size, job.mtime_ns))
+            # else: a redelivery after a write whose record was lost: the file already holds it
+        except TaggerError:
+            change.state = "failed"  # the file is as it was
+            db.commit()
+            raise
+        change.state = "done"
 
 
 def _record_pending_change(settings: Settings, job: Job, current: dict, wanted: dict) -> tuple[int, dict]:
@@ -183,21 +202,20 @@ def _record_pending_change(settings: Settings, job: Job, current: dict, wanted: 
     On a redelivery, the change recorded by the first attempt is reused: its
     ``before`` is the file's true previous state, whatever the file holds now.
     """
-    with session_scope(settings.database_url) as db:
-        change = db.scalars(
-            select(s.TagChange).where(s.TagChange.analysis_id == job.analysis_id, s.TagChange.action == "write")
-        ).first()
-        if change is None:
-            change = s.TagChange(file_id=job.file_id, scan_id=job.scan_id, analysis_id=job.analysis_id,
-                                 action="write", before=current, after=wanted, state="pending")
-            db.add(change)
-            db.flush()
-        return change.id, dict(change.before)
-
-
-def _set_change_state(settings: Settings, change_id: int, state: str) -> None:
-    with session_scope(settings.database_url) as db:
-        db.get(s.TagChange, change_id).state = state
+    query = select(s.TagChange).where(s.TagChange.analysis_id == job.analysis_id, s.TagChange.action == "write")
+    try:
+        with session_scope(settings.database_url) as db:
+            change = db.scalars(query).first()
+            if change is None:
+                change = s.TagChange(file_id=job.file_id, scan_id=job.scan_id, analysis_id=job.analysis_id,
+                                     action="write", before=current, after=wanted, state="pending")
+                db.add(change)
+                db.flush()
+            return change.id, dict(change.before)
+    except IntegrityError:  # a twin of this job recorded it a moment ago
+        with session_scope(settings.database_url) as db:
+            change = db.scalars(query).one()
+            return change.id, dict(change.before)
 
 
 def _finish_ok(settings: Settings, job: Job, status: str, p: Prediction, change: Optional[dict],

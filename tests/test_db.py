@@ -33,3 +33,16 @@ def test_processes_starting_together_migrate_one_sqlite_file_once(tmp_path):
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, errors
     assert engine.current_revision(url) == engine.head_revision(url)
+
+
+def test_migrations_match_the_orm_schema(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from tagger.db.schema import Base
+
+    url = f"sqlite:///{tmp_path / 'drift.sqlite3'}"
+    engine.upgrade(url)
+    with engine.engine_for(url).connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []

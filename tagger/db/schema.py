@@ -123,6 +123,8 @@ class Prediction(Base):
 
 class TagChange(Base):
     __tablename__ = "tag_changes"
+    # one write per analysis, even when two workers run the same job at once
+    __table_args__ = (UniqueConstraint("analysis_id", "action", name="uq_tag_change_analysis_action"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     file_id: Mapped[int] = mapped_column(ForeignKey("files.id"), index=True)
