@@ -85,6 +85,20 @@ def test_a_broken_export_falls_back_to_keras(tmp_path, clips, caplog):
     assert model.predict(clips[0]).genre == "classical"
 
 
+def test_an_export_of_another_keras_file_is_not_used(tmp_path, clips, caplog):
+    """A model retrained in place keeps its old .tflite on disk; the digest in the card tells them apart."""
+    root = tmp_path / "models"
+    shutil.copytree(ART, root / NAME, ignore=shutil.ignore_patterns("*.png"))
+    card_file = root / NAME / "card.json"
+    doc = json.loads(card_file.read_text())
+    doc["runtimes"]["litert"]["source"]["sha256"] = "0" * 64  # as if model.keras had been replaced
+    card_file.write_text(json.dumps(doc))
+    model = registry.load(NAME, extra=[str(root)])
+    assert model.runtime == "keras"
+    assert "was exported from another" in caplog.text
+    assert model.predict(clips[0]).genre == "classical"
+
+
 def test_runner_pads_the_last_batch(clips):
     card = Card.read(ART)
     runner = litert.Runner(ART / card.extra["runtimes"]["litert"]["file"], threads=1)

@@ -66,6 +66,12 @@ def holds_weights(size: int, params: int, int8: bool) -> bool:
     return size >= 0.9 * params * (1 if int8 else 4)
 
 
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def clip_patches(paths: list[Path], window_patches) -> list[np.ndarray]:
     """Each file's patches as inference makes them: ``tagger.audio.load_clip`` windows
     → ``window_patches(window, sr)``, concatenated per file."""
@@ -255,7 +261,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     load = os.getloadavg()
     doc["runtimes"] = {
-        "litert": {"file": out_name, **chosen[0], "chosen": why},
+        "litert": {"file": out_name, **chosen[0], "chosen": why,
+                   # inference ignores an export whose source file changed since (a retrained model)
+                   "source": {"file": doc["file"], "sha256": file_sha256(art / doc["file"])}},
         "keras": {"file": doc["file"], "ms_per_patch": round(keras_ms, 3)},
         "evaluated": [e for e, _ in candidates],
         "check": {

@@ -33,7 +33,7 @@ class DeepModel(Model):
         self._runner = None
         self.model = None
         export = (card.extra.get("runtimes") or {}).get("litert") or {}
-        if export.get("file"):
+        if export.get("file") and self._export_is_current(export):
             self._runner = self._load_litert(card.directory / export["file"])
         if self._runner is not None:
             self.runtime = "litert"
@@ -46,6 +46,22 @@ class DeepModel(Model):
         import tagger.models.layers  # noqa: F401  registers the custom layers
 
         self.model = keras.saving.load_model(card.path, compile=False)
+
+    def _export_is_current(self, export: dict) -> bool:
+        """Whether the export was made from the model file now in the directory (not a retrained one)."""
+        want = (export.get("source") or {}).get("sha256")
+        if not want:
+            return True  # an export recorded without its source's digest: trust the card
+        import hashlib
+
+        try:
+            have = hashlib.sha256(self.card.path.read_bytes()).hexdigest()
+        except OSError:
+            return True  # only the export shipped: nothing to compare with
+        if have != want:
+            log.warning("%s: %s was exported from another %s; using the Keras model",
+                        self.card.name, export["file"], self.card.file)
+        return have == want
 
     def _load_litert(self, path):
         from tagger.models import litert, runtime
