@@ -136,6 +136,10 @@ def predict_path(path: str, settings: Settings, model: str = "") -> tuple[Predic
 
 def _run(job: Job, settings: Settings) -> tuple[str, Prediction, Optional[dict]]:
     if not os.path.lexists(job.path):
+        if settings.path_map or not os.path.isdir(os.path.dirname(job.path)):
+            # a worker on another machine that does not see the scanner's folders
+            raise FileMissing(f"file not found on this worker ({socket.gethostname()}): is the library "
+                              "mounted at the same path here, or is path_map set?")
         raise FileMissing("file no longer exists (deleted or moved since the scan)")
     if os.path.isdir(job.path):
         raise UnsupportedFormat("a folder, not a file")
@@ -145,6 +149,8 @@ def _run(job: Job, settings: Settings) -> tuple[str, Prediction, Optional[dict]]
         raise FileMissing(f"cannot read file: {exc.strerror or exc}") from None
     if size == 0:
         raise UnsupportedFormat("empty file (0 bytes)")
+    if not os.access(job.path, os.R_OK):
+        raise FileMissing("cannot read file: permission denied")
     fmt = formats.confirm(job.path)  # the content must agree with the name
 
     clip = audio.load_clip(job.path, fmt)

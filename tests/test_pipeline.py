@@ -172,3 +172,18 @@ def test_fallback_decides_when_primary_model_is_missing(settings, audio_factory)
     with session_scope(settings.database_url) as db:
         p = db.get(s.Analysis, aid).prediction
         assert p.model == "test-logreg" and p.decided_by == "fallback"
+
+
+def test_worker_that_cannot_see_the_library_says_so(settings, audio_factory, tmp_path):
+    path = audio_factory("flac", name="scanner/lib/a.flac", seconds=10)
+    _, (aid,) = _queue(settings, [path], min_confidence=0.0)
+    (tmp_path / "scanner").rename(tmp_path / "worker-mount")  # the folder is elsewhere for this worker
+    assert pipeline.analyse(aid, settings) == s.FAILED
+    assert "path_map" in _analysis(settings, aid)[1]
+
+    mapped = replace(settings, path_map=((str(tmp_path / "scanner"), str(tmp_path / "worker-mount")),))
+    with session_scope(settings.database_url) as db:  # run the same analysis again, on a mapped worker
+        a = db.get(s.Analysis, aid)
+        a.status, a.error = s.QUEUED, None
+    assert pipeline.analyse(aid, mapped) == s.TAGGED
+    assert tags.read(tmp_path / "worker-mount" / "lib" / "a.flac", "flac")["genre"]
