@@ -60,6 +60,7 @@ def inference_ms_per_track(name: str, model_dir: str | Path, paths: list[Path], 
         "decode_ms": round(float(np.median(decode)), 1),
         "features_and_model_ms": round(float(np.median(np.array(total) - np.array(decode))), 1),
         "tracks_timed": len(total),
+        "runtime": getattr(model, "runtime", type(model).__name__),
         "load_average_1min": round(os.getloadavg()[0], 2),  # other jobs on the machine skew it
         "note": "median over 30 s clips (9 windows each), one process on the 2-core training machine, "
                 "through tagger.models.registry: tagger.audio.load_clip, then Model.predict",
