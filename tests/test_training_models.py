@@ -46,6 +46,7 @@ def test_ml_pipeline_round_trip(genre_tree, tmp_path):
     assert [card["labels"][k] for k in probs.argmax(axis=1)] == ["music"] * 4 + ["tone"] * 4
 
 
+@pytest.mark.slow  # ~28 s on 2 cores: TensorFlow import, BiLSTM tracing, .keras and .h5 round trips
 def test_deep_model_trains_saves_and_loads(genre_tree, tmp_path):
     card, model = _train("deep", genre_tree, tmp_path, "--arch", "cnn_bilstm", "--epochs", "1", "--export-h5")
     out = tmp_path / "models" / "test-deep"
