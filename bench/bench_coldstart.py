@@ -35,7 +35,7 @@ t_import = time.perf_counter() - t0
 settings = config.load()
 prediction, _ = pipeline.predict_path(sys.argv[1], settings)
 t_first = time.perf_counter() - t0
-model = pipeline.predictor_for(settings.model, settings.model_dirs).models()[0]
+model = pipeline.predictor_for(settings.model, settings.model_dirs).primary()
 print(json.dumps({"import_s": t_import, "first_prediction_s": t_first, "genre": prediction.genre,
                   "model": model.card.name, "runtime": getattr(model, "runtime", type(model).__name__),
                   "tensorflow_imported": "tensorflow" in sys.modules,

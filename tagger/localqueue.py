@@ -84,7 +84,7 @@ class SQLiteBroker(Broker):
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         if queue_name not in self.queues:
             raise QueueNotFound(queue_name)
-        return _SQLiteConsumer(self, queue_name, timeout)
+        return _SQLiteConsumer(self, queue_name, timeout, prefetch)
 
     def declare_queue(self, queue_name: str) -> None:
         if queue_name in self.queues:
@@ -184,12 +184,21 @@ class _SQLiteMessageProxy(MessageProxy):
 
 
 class _SQLiteConsumer(Consumer):
-    def __init__(self, broker: SQLiteBroker, queue_name: str, timeout_ms: int):
+    def __init__(self, broker: SQLiteBroker, queue_name: str, timeout_ms: int, prefetch: int = 1):
         self.broker = broker
         self.queue_name = queue_name
         self.timeout = timeout_ms / 1000
         self.owner = _owner()
         self._last_reclaim = 0.0
+        # messages claimed and not yet acked, nacked or requeued: without this bound the
+        # first worker to start would claim the whole queue and leave the others idle
+        self.prefetch = max(1, prefetch)
+        self._held = 0
+        self._held_lock = threading.Lock()
+
+    def _release(self, n: int = 1) -> None:
+        with self._held_lock:
+            self._held = max(0, self._held - n)
 
     def _claim(self) -> Optional[tuple[int, bytes]]:
         return (
@@ -210,8 +219,12 @@ class _SQLiteConsumer(Consumer):
             if now - self._last_reclaim > RECLAIM_INTERVAL:
                 self._last_reclaim = now
                 self.broker.reclaim_dead()
-            row = self._claim()
+            with self._held_lock:
+                full = self._held >= self.prefetch
+            row = None if full else self._claim()
             if row is not None:
+                with self._held_lock:
+                    self._held += 1
                 return _SQLiteMessageProxy(Message.decode(row[1]), row[0])
             if time.monotonic() >= deadline:
                 return None  # lets the worker do its housekeeping
@@ -219,17 +232,20 @@ class _SQLiteConsumer(Consumer):
 
     def ack(self, message: _SQLiteMessageProxy) -> None:
         self.broker._connect().execute("DELETE FROM messages WHERE id = ?", (message.row_id,))
+        self._release()
 
     def nack(self, message: _SQLiteMessageProxy) -> None:
         self.broker._connect().execute(
             "UPDATE messages SET state = 'dead', owner = NULL WHERE id = ?", (message.row_id,)
         )
+        self._release()
 
     def requeue(self, messages: Iterable[_SQLiteMessageProxy]) -> None:
         ids = [(m.row_id,) for m in messages]
         self.broker._connect().executemany(
             "UPDATE messages SET state = 'ready', owner = NULL, taken_at = NULL WHERE id = ?", ids
         )
+        self._release(len(ids))
 
     def close(self) -> None:
         pass

@@ -20,7 +20,7 @@ def test_enqueue_consume_ack_in_order(tmp_path):
     broker = SQLiteBroker(tmp_path / "q.sqlite3")
     broker.declare_queue("q")
     broker.enqueue_many([_msg(i) for i in range(3)])
-    consumer = broker.consume("q", timeout=100)
+    consumer = broker.consume("q", prefetch=3, timeout=100)
     got = [next(consumer) for _ in range(3)]
     assert [m.args[0] for m in got] == [0, 1, 2]
     assert next(consumer) is None  # empty: times out
@@ -83,3 +83,17 @@ def test_dramatiq_worker_runs_actors_with_delayed_retries(tmp_path):
     assert seen == [5, 5]
     assert broker.pending("q") == {}
     assert os.path.exists(tmp_path / "q.sqlite3")
+
+
+def test_a_consumer_holds_at_most_prefetch_messages(tmp_path):
+    """Otherwise the first worker to start claims the whole queue and the others idle."""
+    broker = SQLiteBroker(tmp_path / "q.sqlite3")
+    broker.declare_queue("q")
+    broker.enqueue_many([_msg(i) for i in range(5)])
+    first = broker.consume("q", prefetch=2, timeout=100)
+    held = [next(first), next(first)]
+    assert next(first) is None  # full: it claims no more
+    second = broker.consume("q", prefetch=2, timeout=100)
+    assert next(second).args == (2,)  # the rest is there for another worker
+    first.ack(held[0])
+    assert next(first).args == (3,)

@@ -101,7 +101,7 @@ class Batcher:
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(batch))
         try:
-            model = self.predictor.models()[0]
+            model = self.predictor.primary()
             probs = model.predict_batch([clip for clip, _ in batch])
             predictions = [model.to_prediction(p) for p in probs]
         except Exception:

@@ -29,25 +29,32 @@ class Predictor:
         names = [n.strip() for n in model.split(",") if n.strip()] or registry.default_chain(model_dirs)
         return cls(names, model_dirs)
 
-    def models(self) -> list[Model]:
-        """The chain's loadable models, in order (loaded once per process)."""
-        out = []
+    def _load(self, name: str) -> Model | None:
+        if name in self._failed_loads:
+            return None
+        try:
+            return registry.load(name, self.model_dirs)
+        except Exception as exc:  # a broken artifact must not stop the chain
+            self._failed_loads[name] = str(exc)
+            log.warning("model %s unavailable: %s", name, exc)
+            return None
+
+    def primary(self) -> Model:
+        """The first model of the chain that loads (for batched prediction)."""
         for name in self.names:
-            if name in self._failed_loads:
-                continue
-            try:
-                out.append(registry.load(name, self.model_dirs))
-            except Exception as exc:  # a broken artifact must not stop the chain
-                self._failed_loads[name] = str(exc)
-                log.warning("model %s unavailable: %s", name, exc)
-        if not out:
-            detail = "; ".join(f"{n}: {e}" for n, e in self._failed_loads.items())
-            raise ModelMissing(f"no usable genre model ({detail or 'none installed'})")
-        return out
+            model = self._load(name)
+            if model is not None:
+                return model
+        detail = "; ".join(f"{n}: {e}" for n, e in self._failed_loads.items())
+        raise ModelMissing(f"no usable genre model ({detail or 'none installed'})")
 
     def predict(self, clip: Clip) -> Prediction:
+        """The first model of the chain that answers decides; later ones load only when needed."""
         errors = []
-        for model in self.models():
+        for name in self.names:
+            model = self._load(name)
+            if model is None:
+                continue
             try:
                 return model.predict(clip)
             except TaggerError:
@@ -55,4 +62,5 @@ class Predictor:
             except Exception as exc:
                 log.warning("model %s failed, trying the next: %s", model.card.name, exc)
                 errors.append(f"{model.card.name}: {type(exc).__name__}: {exc}")
-        raise ModelMissing("every model failed: " + "; ".join(errors))
+        errors += [f"{n}: {e}" for n, e in self._failed_loads.items()]
+        raise ModelMissing("no usable genre model (" + ("; ".join(errors) or "none installed") + ")")
