@@ -29,6 +29,7 @@ def run(settings: Settings, threads: int = 1, queues: Optional[list[str]] = None
     from tagger.models import runtime
 
     runtime.set_threads(model_threads or max(1, (os.cpu_count() or 1) // max(1, threads)))
+    warm_up(settings)
     broker = queue.configure(settings)
     worker = dramatiq.Worker(broker, queues=set(queues) if queues else None, worker_threads=threads,
                              worker_timeout=500)
@@ -54,6 +55,28 @@ def run(settings: Settings, threads: int = 1, queues: Optional[list[str]] = None
         log.info("worker %s stopped; peak RSS %.0f MB", os.getpid(),
                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return 0
+
+
+def warm_up(settings: Settings) -> None:
+    """Pay start-up once, before the first job: imports, the model, feature tables.
+
+    A scan that names another model loads it on its first job; a broken model
+    is reported by the jobs, not here.
+    """
+    import numpy as np
+
+    from tagger import audio, features, pipeline
+
+    started = time.monotonic()
+    try:
+        model = pipeline.predictor_for(settings.model, settings.model_dirs).primary()
+        silence = np.zeros(features.PATCH_SAMPLES, dtype=np.float32)
+        silence[::100] = 0.1  # not silent, so every feature path runs
+        info = audio.AudioInfo(features.PATCH_SAMPLES, features.SR, 1, "warm-up")
+        model.predict_batch([audio.Clip(windows=[silence], sr=features.SR, info=info)])
+        log.info("worker %s warmed up %s in %.1fs", os.getpid(), model.card.name, time.monotonic() - started)
+    except Exception as exc:
+        log.warning("warm-up failed (%s); the first job will load the model", exc)
 
 
 def _redact(url: str) -> str:

@@ -187,3 +187,40 @@ def test_worker_that_cannot_see_the_library_says_so(settings, audio_factory, tmp
         a.status, a.error = s.QUEUED, None
     assert pipeline.analyse(aid, mapped) == s.TAGGED
     assert tags.read(tmp_path / "worker-mount" / "lib" / "a.flac", "flac")["genre"]
+
+
+def test_file_without_read_permission(settings, audio_factory, tmp_path):
+    """Run as an unprivileged user (root reads everything), in a child process."""
+    import multiprocessing
+    import pwd
+
+    path = audio_factory("mp3", name="perm/locked.mp3", seconds=10)
+    _, (aid,) = _queue(settings, [path])
+    path.chmod(0o200)  # write-only: the owner cannot read it
+    if os.geteuid() == 0:
+        for root, dirs, files in os.walk(tmp_path):  # the child must reach the database
+            for name in dirs + files:
+                os.chmod(os.path.join(root, name), 0o777 if name in dirs else 0o666)
+        os.chmod(tmp_path, 0o777)
+        for parent in (tmp_path.parent, tmp_path.parent.parent):  # pytest's base folders are private
+            os.chmod(parent, os.stat(parent).st_mode | 0o111)
+        path.chmod(0o200)
+        nobody = pwd.getpwnam("nobody")
+        ctx = multiprocessing.get_context("fork")
+        child = ctx.Process(target=_analyse_as, args=(aid, settings, nobody.pw_uid, nobody.pw_gid))
+        child.start()
+        child.join(120)
+        assert child.exitcode == 0
+    else:
+        pipeline.analyse(aid, settings)
+    status, error, prediction = _analysis(settings, aid)
+    assert status == s.FAILED and "permission denied" in error and prediction is None
+
+
+def _analyse_as(analysis_id, settings, uid, gid):
+    from tagger.db import engine as engine_mod
+
+    engine_mod._engines.clear()  # no connection inherited from the parent
+    os.setgid(gid)
+    os.setuid(uid)
+    pipeline.analyse(analysis_id, settings)
