@@ -43,6 +43,18 @@ def _fail(exc: TaggerError) -> None:
     raise click.ClickException(str(exc))
 
 
+def _ready(ctx: click.Context) -> config_mod.Settings:
+    """The settings, with the results database at the latest schema."""
+    from tagger import scan as scan_mod
+
+    settings = _settings(ctx)
+    try:
+        scan_mod.prepare_database(settings)
+    except TaggerError as exc:
+        _fail(exc)
+    return settings
+
+
 # ---------------------------------------------------------------- scan
 
 
@@ -284,11 +296,7 @@ def status(ctx, scan_id, as_json):
     from tagger.db import schema as s
     from tagger.db.engine import session_scope
 
-    settings = _settings(ctx)
-    try:
-        scan_mod.prepare_database(settings)
-    except TaggerError as exc:
-        _fail(exc)
+    settings = _ready(ctx)
     with session_scope(settings.database_url) as db:
         scan_id = scan_id or db.scalar(select(func.max(s.Scan.id)))
     doc = {"queue": queue.depth(settings)}
@@ -341,15 +349,11 @@ def undo(ctx, scan_id, file_path, dry_run, as_json):
 
     A file whose tags were edited since tagger wrote them is left alone and reported.
     """
-    from tagger import scan as scan_mod, undo as undo_mod
+    from tagger import undo as undo_mod
 
     if (scan_id is None) == (file_path is None):
         raise click.UsageError("give exactly one of --scan ID or --file PATH")
-    settings = _settings(ctx)
-    try:
-        scan_mod.prepare_database(settings)
-    except TaggerError as exc:
-        _fail(exc)
+    settings = _ready(ctx)
     results = undo_mod.undo(settings, scan_id=scan_id, path=file_path, dry_run=dry_run)
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in results], indent=2, ensure_ascii=False))
@@ -372,13 +376,9 @@ def undo(ctx, scan_id, file_path, dry_run, as_json):
 @click.pass_context
 def history(ctx, path, as_json):
     """Every prediction and tag change recorded for one file."""
-    from tagger import scan as scan_mod, undo as undo_mod
+    from tagger import undo as undo_mod
 
-    settings = _settings(ctx)
-    try:
-        scan_mod.prepare_database(settings)
-    except TaggerError as exc:
-        _fail(exc)
+    settings = _ready(ctx)
     events = undo_mod.history(settings, path)
     if as_json:
         click.echo(json.dumps(events, indent=2, ensure_ascii=False))

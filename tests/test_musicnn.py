@@ -1,7 +1,6 @@
 """musicnn: its input features, the genre head, and the shipped artifacts on real recordings."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
