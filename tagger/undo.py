@@ -131,7 +131,8 @@ def history(settings: Settings, path: str) -> list[dict]:
             s.Prediction, s.Prediction.analysis_id == s.Analysis.id).where(s.Analysis.file_id == f.id)).all()
         for a, p in rows:
             events.append({
-                "at": (a.finished_at or a.queued_at).isoformat(timespec="seconds"), "scan_id": a.scan_id,
+                # when it started: the tag write it led to comes after that
+                "at": (a.started_at or a.queued_at).isoformat(timespec="milliseconds"), "scan_id": a.scan_id,
                 "event": "analysis", "status": a.status, "error": a.error,
                 "genre": p.genre if p else None, "confidence": round(p.confidence, 4) if p else None,
                 "top": p.top if p else None, "model": f"{p.model} {p.model_version}" if p else None,
@@ -139,7 +140,7 @@ def history(settings: Settings, path: str) -> list[dict]:
             })
         for c in db.scalars(select(s.TagChange).where(s.TagChange.file_id == f.id)):
             events.append({
-                "at": c.created_at.isoformat(timespec="seconds"), "scan_id": c.scan_id, "event": c.action,
+                "at": c.created_at.isoformat(timespec="milliseconds"), "scan_id": c.scan_id, "event": c.action,
                 "change_id": c.id, "reverts": c.reverts_id, "state": c.state,
                 "genre_before": c.before.get("genre", []), "genre_after": c.after.get("genre", []),
                 "before": c.before, "after": c.after,
