@@ -78,10 +78,13 @@ def configure(settings: Settings) -> dramatiq.Broker:
     _settings = settings
     _broker = make_broker(settings)
     dramatiq.set_broker(_broker)
-    import workers.actors  # noqa: F401  declares the actors on the new broker
+    # the first import declares the actors on the broker that is global then; a later
+    # broker (other settings in the same process) must get them declared explicitly
+    from workers import actors
 
-    for actor_name in _broker.get_declared_actors():
-        _broker.get_actor(actor_name).broker = _broker
+    for actor in (actors.analyse_file,):
+        actor.broker = _broker
+        _broker.declare_actor(actor)
     return _broker
 
 

@@ -97,3 +97,14 @@ def test_a_consumer_holds_at_most_prefetch_messages(tmp_path):
     assert next(second).args == (2,)  # the rest is there for another worker
     first.ack(held[0])
     assert next(first).args == (3,)
+
+
+def test_a_second_broker_in_one_process_gets_the_actors(tmp_path):
+    from tagger import config, queue
+
+    for name in ("a", "b"):
+        settings = config.load({"data_dir": tmp_path / name}, environ={}, config_file=tmp_path / "none.toml")
+        broker = queue.configure(settings)
+        assert "analyse_file" in broker.get_declared_actors()
+        assert queue.enqueue([1]) == 1
+        assert broker.pending(queue.QUEUE_NAME) == {"ready": 1}

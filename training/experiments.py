@@ -86,16 +86,21 @@ def train_valid_ml(model: str, train_items, valid_items, feats, seed: int = 0) -
     return {"track": metrics.scores([it.genre for it in valid_items], [labels[k] for k in p.argmax(1)], labels)}
 
 
-def run_ml(args, log=print) -> dict:
-    """Train one ML pipeline on ``args.split``, optionally after a grouped CV; write model + card."""
-    import joblib
-
+def _prepare(args, log):
+    """What every training command starts from: the output folder, the data, the labels."""
     out = Path(args.out or ROOT / "runs" / args.name)
     out.mkdir(parents=True, exist_ok=True)
     items, feats, errors = load(args.dataset, args.root, None if args.split == "all" else args.split,
                                 args.group_size, args.cache_dir, log)
-    labels = datasets.labels_of(items)
     metric_doc: dict = {"sample_note": SAMPLE_NOTE if args.dataset == "gtzan" else ""}
+    return out, items, feats, errors, datasets.labels_of(items), metric_doc
+
+
+def run_ml(args, log=print) -> dict:
+    """Train one ML pipeline on ``args.split``, optionally after a grouped CV; write model + card."""
+    import joblib
+
+    out, items, feats, errors, labels, metric_doc = _prepare(args, log)
     if args.cv:
         t0 = time.time()
         res = cv_ml(args.model, items, feats, args.cv, args.seed)
@@ -161,13 +166,7 @@ def run_deep(args, log=print) -> dict:
     """Train a deep model; write ``model.keras`` (optionally ``model.h5``), card and plots."""
     from training import deep
 
-    out = Path(args.out or ROOT / "runs" / args.name)
-    out.mkdir(parents=True, exist_ok=True)
-    items, feats, errors = load(args.dataset, args.root, None if args.split == "all" else args.split,
-                                args.group_size, args.cache_dir, log)
-    labels = datasets.labels_of(items)
-    truth = {it.track_id: it.genre for it in items}
-    metric_doc: dict = {"sample_note": SAMPLE_NOTE if args.dataset == "gtzan" else ""}
+    out, items, feats, errors, labels, metric_doc = _prepare(args, log)
     if args.cv:
         t0 = time.time()
         res = cv_deep(args.arch, items, feats, args.cv, args.cv_epochs or args.epochs, args.seed, log)
