@@ -109,6 +109,28 @@ def queue_scan(settings, root: Path, *args: str) -> dict:
     return json.loads(done.stdout)
 
 
+class ResultsHeld:
+    """Jobs run up to recording their prediction (the tag already written), then wait.
+
+    A deterministic "mid-job" now that a job takes a fraction of a second: an
+    exclusive lock on the predictions table (reads still pass) until ``release()``.
+    """
+
+    def __init__(self, settings):
+        from sqlalchemy import create_engine, text
+
+        self.engine = create_engine(settings.database_url)
+        self.conn = self.engine.connect()
+        self.trans = self.conn.begin()
+        self.conn.execute(text("LOCK TABLE predictions IN EXCLUSIVE MODE"))
+
+    def release(self) -> None:
+        if self.trans.is_active:
+            self.trans.rollback()
+        self.conn.close()
+        self.engine.dispose()
+
+
 def wait_until(predicate, timeout: float, what: str, poll: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -255,13 +277,18 @@ def test_worker_killed_mid_job_loses_nothing(dist, audio_factory, tmp_path):
     survivor = Workers(dist, tmp_path / "survivor.log", "--processes", "1")
     try:
         wait_until(lambda: "ready on" in victim.text() and "ready on" in survivor.text(), 60, "workers to start")
-        queued = queue_scan(dist, paths[0].parent)
-        # its first job is long (the model loads): catch it running and kill it there
-        running = wait_until(lambda: [r for r in analyses(dist, queued["scan_id"])
-                                      if r["status"] == s.RUNNING and r["worker"].endswith(f":{victim.pid}")],
-                             60, "the victim to start a job", poll=0.02)
-        victim.proc.send_signal(signal.SIGKILL)
-        victim.proc.wait(10)
+        held = ResultsHeld(dist)
+        try:
+            queued = queue_scan(dist, paths[0].parent)
+            # the victim's job stops just before its record: kill it there
+            running = wait_until(lambda: [r for r in analyses(dist, queued["scan_id"])
+                                          if r["status"] == s.RUNNING and r["worker"].endswith(f":{victim.pid}")],
+                                 60, "the victim to start a job", poll=0.02)
+            time.sleep(1.0)  # let it reach the wait
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait(10)
+        finally:
+            held.release()
         killed_at = time.monotonic()
         wait_scan(dist, queued["scan_id"], 90, survivor)
         recovery = time.monotonic() - killed_at
@@ -284,16 +311,21 @@ def test_sigterm_finishes_the_current_job_and_requeues_the_rest(dist, audio_fact
     worker = Workers(dist, tmp_path / "worker.log", "--processes", "1")
     try:
         wait_until(lambda: "ready on" in worker.text(), 60, "the worker to start")
-        queued = queue_scan(dist, paths[0].parent)
-        running = wait_until(lambda: [r for r in analyses(dist, queued["scan_id"]) if r["status"] == s.RUNNING],
-                             60, "a job to start", poll=0.02)
-        # frozen mid-job, the worker holds its prefetch (two jobs, threads x 2): `tagger status` sees them
-        worker.proc.send_signal(signal.SIGSTOP)
+        results = ResultsHeld(dist)
         try:
-            held = json.loads(run_cli(dist, "status", "--json").stdout)
+            queued = queue_scan(dist, paths[0].parent)
+            running = wait_until(lambda: [r for r in analyses(dist, queued["scan_id"])
+                                          if r["status"] == s.RUNNING], 60, "a job to start", poll=0.02)
+            # frozen mid-job, the worker holds its prefetch (two jobs, threads x 2): `tagger status` sees them
+            worker.proc.send_signal(signal.SIGSTOP)
+            try:
+                held = json.loads(run_cli(dist, "status", "--json").stdout)
+            finally:
+                worker.proc.send_signal(signal.SIGCONT)
+            worker.proc.send_signal(signal.SIGTERM)
+            time.sleep(1.0)  # the stop is under way while the job still waits
         finally:
-            worker.proc.send_signal(signal.SIGCONT)
-        worker.proc.send_signal(signal.SIGTERM)
+            results.release()
         code = worker.proc.wait(60)
     finally:
         worker.stop()
@@ -303,13 +335,10 @@ def test_sigterm_finishes_the_current_job_and_requeues_the_rest(dist, audio_fact
     assert (rows[current["id"]]["status"], rows[current["id"]]["predictions"]) == (s.TAGGED, 1)
     assert tags.read(current["path"], Path(current["path"]).suffix[1:])["model"] == ["test-logreg 1"]
     rest = [r for i, r in rows.items() if i != current["id"]]
-    # a job the worker had not started is back in the queue untouched; with jobs this fast
-    # (the model is loaded before the first job) it may also have finished one more first
-    assert all((r["status"], r["attempts"]) in ((s.QUEUED, 0), (s.TAGGED, 1)) for r in rest), rest
-    requeued = sum(r["status"] == s.QUEUED for r in rest)
-    # prefetched messages went back to the queue at once, not after a heartbeat timeout
-    assert queue_depth(dist) == {"waiting": requeued, "in_flight": 0, "dead": 0}
-    assert worker.text().count("tagged ") == 1 + len(rest) - requeued
+    assert [(r["status"], r["attempts"]) for r in rest] == [(s.QUEUED, 0)] * 2
+    # the prefetched message went back to the queue at once, not after a heartbeat timeout
+    assert queue_depth(dist) == {"waiting": 2, "in_flight": 0, "dead": 0}
+    assert worker.text().count("tagged ") == 1
     assert held["queue"] == {"waiting": 1, "in_flight": 2, "dead": 0}
     assert (held["scan"]["queued"], held["scan"]["pending"], held["scan"]["tagged"]) == (3, 3, 0)
 
