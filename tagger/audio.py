@@ -2,7 +2,11 @@
 
 libsndfile (through soundfile) reads MP3, FLAC, Ogg Vorbis, Opus, WAV and AIFF
 and seeks sample-accurately, so a window costs what it holds. What it cannot
-read (M4A/AAC) goes through one ffmpeg process that seeks to every window.
+read (M4A/AAC), and Ogg Vorbis (whose seeks libsndfile sometimes misplaces), is
+decoded in-process by FFmpeg's libraries through PyAV, which seeks to every
+window. The ffmpeg command line is the fallback for both: for
+streams libsndfile gives up on (it resyncs past damage) and for files PyAV
+cannot finish, so that damaged and truncated files get one error wording.
 """
 from __future__ import annotations
 
@@ -19,6 +23,9 @@ from tagger.errors import UnreadableAudio, UnsupportedFormat
 
 #: formats libsndfile cannot open; they go straight to ffmpeg
 FFMPEG_ONLY = {"m4a", "mp4", "aac", "m4b"}
+#: formats decoded through PyAV: those libsndfile cannot open, and Ogg Vorbis, where
+#: libsndfile's seek lands some windows hundreds of samples early (PyAV's is exact)
+AV_FIRST = FFMPEG_ONLY | {"ogg"}
 
 #: windows analysed per track, spread over its whole length
 DEFAULT_WINDOWS = 10
@@ -33,7 +40,7 @@ class AudioInfo:
     frames: int
     samplerate: int
     channels: int
-    decoder: str  # "soundfile" or "ffmpeg"
+    decoder: str  # "soundfile", "av" (PyAV, in-process FFmpeg) or "ffmpeg" (the command line)
 
     @property
     def duration(self) -> float:
@@ -54,7 +61,11 @@ def probe(path: str | Path, fmt: str | None = None) -> AudioInfo:
     """Length, rate and channels of an audio file; raises UnreadableAudio."""
     path = Path(path)
     fmt = (fmt or path.suffix.lstrip(".")).lower()
-    if fmt not in FFMPEG_ONLY:
+    if fmt in AV_FIRST:
+        info = _probe_av(path)
+        if info is not None:
+            return info
+    else:
         import soundfile as sf
 
         try:
@@ -64,6 +75,29 @@ def probe(path: str | Path, fmt: str | None = None) -> AudioInfo:
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
             pass
     return _ffprobe(path)
+
+
+def _probe_av(path: Path) -> AudioInfo | None:
+    """Length, rate and channels through PyAV; None when it cannot tell (ffprobe then decides)."""
+    try:
+        import av
+    except ImportError:
+        return None
+    try:
+        with av.open(str(path)) as c:
+            st = c.streams.audio[0]
+            sr, ch = int(st.codec_context.sample_rate), int(st.codec_context.channels)
+            if st.duration is not None:
+                dur = float(st.duration * st.time_base)
+            elif c.duration is not None:
+                dur = c.duration / 1_000_000  # AV_TIME_BASE
+            else:
+                return None
+    except (av.FFmpegError, IndexError, ValueError, TypeError, OSError):
+        return None
+    if dur <= 0 or sr <= 0 or ch <= 0:
+        return None
+    return AudioInfo(int(dur * sr), sr, ch, "av")
 
 
 def _ffprobe(path: Path) -> AudioInfo:
@@ -139,6 +173,14 @@ def load_clip(
             except UnreadableAudio as second:
                 # "truncated" says more than libsndfile's lost sync; otherwise keep the first reason
                 raise (second if second.message.startswith("truncated") else exc) from None
+    elif info.decoder == "av":
+        try:
+            windows = _read_av(path, info, starts, window, sr)
+        except UnreadableAudio:
+            # a stream PyAV could not finish (damaged, truncated): the command line says how
+            if shutil.which("ffmpeg") is None:
+                raise
+            windows = _read_ffmpeg(path, info, starts, window, sr)
     else:
         windows = _read_ffmpeg(path, info, starts, window, sr)
     if all(float(np.sqrt(np.mean(w.astype(np.float64) ** 2))) < SILENCE_RMS for w in windows):
@@ -185,6 +227,60 @@ def _read_soundfile(path: Path, info: AudioInfo, starts: list[float], window: in
                 f"truncated or corrupt: the audio stops at {ends_at:.1f} s of {info.duration:.1f} s declared")
         raise UnreadableAudio("decoding produced no audio")
     return out
+
+
+def _read_av(path: Path, info: AudioInfo, starts: list[float], window: int, sr: int) -> list[np.ndarray]:
+    """Every window through PyAV: seek a little before it, decode, cut at its first sample.
+
+    Times count from the stream's first sample (its ``start_time``), as the
+    ffmpeg command line's ``-ss`` and libsndfile's frame offsets do. Raises
+    UnreadableAudio when a window cannot be decoded in full.
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            st = c.streams.audio[0]
+            native = int(st.codec_context.sample_rate)
+            need = int(np.ceil(window * native / sr))
+            tb = st.time_base
+            base = st.start_time or 0
+            out = []
+            for start in starts:
+                # decoders need a little audio before the window to settle (AAC overlaps frames)
+                c.seek(base + int(max(0.0, start - SEEK_PREROLL_S) / tb), stream=st, backward=True)
+                x = _decode_from(c, st, native, base, start, need)
+                out.append(_fit(features.resample(_to_mono(x), native, sr), window))
+            return out
+    except av.FFmpegError as exc:
+        raise UnreadableAudio(f"decoding failed ({exc})") from None
+
+
+#: seconds decoded before a window after a seek, then dropped
+SEEK_PREROLL_S = 0.5
+
+
+def _decode_from(c, st, native: int, base: int, start: float, need: int) -> np.ndarray:
+    """``need`` frames ``(need, channels)`` float32 from ``start`` seconds, decoding from the current position."""
+    chunks, first, got = [], None, 0
+    target = int(round(start * native))
+    for frame in c.decode(st):
+        if frame.pts is None:
+            raise UnreadableAudio("decoding failed (a frame without a timestamp)")
+        a = frame.to_ndarray()
+        a = a.T if frame.format.is_planar else a.reshape(-1, len(frame.layout.channels))
+        if first is None:
+            first = int(round(float((frame.pts - base) * st.time_base) * native))
+            if first > target:
+                raise UnreadableAudio("decoding failed (seek went past the window)")
+        chunks.append(a)
+        got += len(a)
+        if first + got >= target + need:
+            break
+    if first is None or first + got < target + need:
+        raise UnreadableAudio("truncated or corrupt: a window could not be decoded in full")
+    x = np.concatenate(chunks)[target - first : target - first + need]
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def _read_ffmpeg(path: Path, info: AudioInfo, starts: list[float], window: int, sr: int) -> list[np.ndarray]:
