@@ -117,11 +117,14 @@ def _print_summary(summary: dict) -> None:
 @click.option("--min-confidence", type=click.FloatRange(0, 1), help="Write no tag below this confidence (default 0.3).")
 @click.option("--overwrite", is_flag=True, help="Replace genres the user set themselves.")
 @click.option("--model", help="Model name, or a comma-separated chain (default: the shipped default chain).")
+@click.option("--windows", type=click.IntRange(1, 64),
+              help="3 s windows analysed per track, spread over it (default 10; fewer is faster and a little "
+                   "less accurate: see README, Throughput).")
 @click.option("--wait/--no-wait", default=None, help="With Redis: follow the scan until done (default: return after queueing).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
-def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, wait, as_json, quiet):
+def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, windows, wait, as_json, quiet):
     """Find audio files under PATHS, predict their genres and write them into their tags.
 
     Files unchanged since their last analysis are skipped. With no broker
@@ -133,7 +136,7 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
     from tagger.worker import ProcessGroup
 
     settings = _settings(ctx, workers=workers, min_confidence=min_confidence, model=model,
-                         overwrite=overwrite or None)
+                         overwrite=overwrite or None, windows=windows)
     try:
         scan_mod.prepare_database(settings)
         names = Predictor.from_settings(settings.model, settings.model_dirs).names
@@ -146,7 +149,7 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
     except TaggerError as exc:
         _fail(exc)
     options = scan_mod.ScanOptions(dry_run=dry_run, force=force, min_confidence=settings.min_confidence,
-                                   overwrite=settings.overwrite, model=settings.model)
+                                   overwrite=settings.overwrite, model=settings.model, windows=settings.windows)
     scan_id = scan_mod.create(settings, list(paths), options)
     bar = _Bar(enabled=not quiet and not as_json)
     group: Optional[ProcessGroup] = None
@@ -458,14 +461,15 @@ def models(ctx, as_json):
               help="CSV of path,genre (default: one folder per genre under PATH).")
 @click.option("--from-tags", is_flag=True, help="Use the files' own genre tags as the labels.")
 @click.option("--model", help="Model to evaluate (default: the first of the default chain).")
+@click.option("--windows", type=click.IntRange(1, 64), help="3 s windows per track, as `tagger scan --windows` (default 10).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def evaluate(ctx, path, labels, from_tags, model, as_json):
+def evaluate(ctx, path, labels, from_tags, model, windows, as_json):
     """Measure a model on a labeled folder: accuracy, macro-F1, per class, confusion matrix."""
     from tagger import evaluate as ev
     from tagger.models import registry
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, windows=windows)
     try:
         name = model or settings.model or registry.default_chain(settings.model_dirs)[0]
     except IndexError:
@@ -479,7 +483,7 @@ def evaluate(ctx, path, labels, from_tags, model, as_json):
     if not items:
         raise click.ClickException(f"no labeled audio files found under {path}")
     try:
-        result = ev.evaluate(items, name, settings.model_dirs)
+        result = ev.evaluate(items, name, settings.model_dirs, windows=settings.windows)
     except TaggerError as exc:
         _fail(exc)
     click.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else ev.render_text(result))

@@ -26,6 +26,10 @@ def _config_file() -> Path:
     return Path(user_config_dir("tagger", appauthor=False)) / "config.toml"
 
 
+#: the most windows a track may be cut into (each costs a model pass)
+MAX_WINDOWS = 64
+
+
 @dataclass(frozen=True)
 class Settings:
     #: where the SQLite database and the local queue live by default
@@ -40,6 +44,8 @@ class Settings:
     min_confidence: float = 0.3
     #: model name; empty: the default chain (primary, then fallback)
     model: str = ""
+    #: 3 s windows analysed per track, spread over it (fewer: faster, a little less accurate)
+    windows: int = 10
     #: extra directories searched for model cards before the shipped ones
     model_dirs: tuple[str, ...] = ()
     #: replace a genre the user set themselves
@@ -163,4 +169,6 @@ def load(
 
     if "min_confidence" in values and not 0.0 <= values["min_confidence"] <= 1.0:
         raise ConfigError("min_confidence must be between 0 and 1")
+    if "windows" in values and not 1 <= values["windows"] <= MAX_WINDOWS:
+        raise ConfigError(f"windows must be between 1 and {MAX_WINDOWS}")
     return replace(Settings(), **values)

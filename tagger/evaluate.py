@@ -69,7 +69,8 @@ def scores(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
     }
 
 
-def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), batch: int = 8) -> dict:
+def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), batch: int = 8,
+             windows: int = 10) -> dict:
     """Run ``model_name`` on every ``(path, genre)`` and score it.
 
     True genres are matched to the model's labels ignoring case and punctuation;
@@ -101,7 +102,7 @@ def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), batc
         path = Path(path)
         g = by_norm.get(_norm(genre), genre.strip())
         try:
-            pending.append((path, g, audio.load_clip(path)))
+            pending.append((path, g, audio.load_clip(path, n_windows=windows)))
         except (TaggerError, OSError) as exc:
             errors.append({"path": str(path), "error": str(exc)})
             continue
@@ -113,6 +114,7 @@ def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), batc
     result.update(
         model=model.card.name,
         version=model.card.version,
+        windows=windows,
         unknown_labels=unknown,
         errors=errors,
         predictions=[{"path": p, "true": t, "predicted": q, "confidence": c}

@@ -130,7 +130,7 @@ def predict_path(path: str, settings: Settings, model: str = "") -> tuple[Predic
     if os.path.getsize(path) == 0:
         raise UnsupportedFormat("empty file (0 bytes)")
     fmt = formats.confirm(path)
-    clip = audio.load_clip(path, fmt)
+    clip = audio.load_clip(path, fmt, n_windows=settings.windows)
     return predictor_for(model or settings.model, settings.model_dirs).predict(clip), clip
 
 
@@ -153,7 +153,7 @@ def _run(job: Job, settings: Settings) -> tuple[str, Prediction, Optional[dict]]
         raise FileMissing("cannot read file: permission denied")
     fmt = formats.confirm(job.path)  # the content must agree with the name
 
-    clip = audio.load_clip(job.path, fmt)
+    clip = audio.load_clip(job.path, fmt, n_windows=int(job.options.get("windows") or settings.windows))
     predictor = predictor_for(job.options.get("model") or settings.model, settings.model_dirs)
     prediction = predictor.predict(clip)
 

@@ -29,6 +29,7 @@ class ScanOptions:
     min_confidence: float = 0.3
     overwrite: bool = False
     model: str = ""
+    windows: int = 10
 
 
 @dataclass

@@ -47,3 +47,12 @@ def test_path_map_translates_scanner_paths(tmp_path):
     assert s.map_path("/srv/music/a/b.mp3") == "/mnt/music/a/b.mp3"
     assert s.map_path("/srv/musical/b.mp3") == "/srv/musical/b.mp3"
     assert Path(s.map_path("/other/x.mp3")) == Path("/other/x.mp3")
+
+
+def test_windows_setting(tmp_path):
+    none = tmp_path / "none.toml"
+    assert config.load(config_file=none, environ={}).windows == 10
+    assert config.load(config_file=none, environ={"TAGGER_WINDOWS": "3"}).windows == 3
+    for bad in ("0", "65"):
+        with pytest.raises(ConfigError, match="windows must be between 1 and 64"):
+            config.load(config_file=none, environ={"TAGGER_WINDOWS": bad})

@@ -224,3 +224,24 @@ def _analyse_as(analysis_id, settings, uid, gid):
     os.setgid(gid)
     os.setuid(uid)
     pipeline.analyse(analysis_id, settings)
+
+
+def test_windows_option_sets_what_the_model_hears(settings, audio_factory, monkeypatch):
+    # the scan's option reaches the decoder: the real load_clip runs, its windows are counted
+    path = audio_factory("flac", name="w.flac", seconds=60)
+    seen = []
+    real = pipeline.audio.load_clip
+
+    def spy(*a, **k):
+        clip = real(*a, **k)
+        seen.append(len(clip.windows))
+        return clip
+
+    monkeypatch.setattr(pipeline.audio, "load_clip", spy)
+    tops = {}
+    for n in (1, 3, 10):
+        _, (aid,) = _queue(settings, [path], dry_run=True, windows=n)
+        assert pipeline.analyse(aid, settings) == s.DRY_RUN
+        tops[n] = _analysis(settings, aid)[2]
+    assert seen == [1, 3, 10]
+    assert tops[1] != tops[10]  # the model saw different audio

@@ -133,7 +133,7 @@ def predict_file(path: str, settings: Settings, batcher: Batcher) -> dict[str, A
     if info.duration > settings.max_duration_s:
         raise ApiError(413, f"the audio is {info.duration:.0f} s long; this server accepts at most "
                             f"{settings.max_duration_s:.0f} s (max_duration_s)")
-    clip = audio.load_clip(path, fmt)
+    clip = audio.load_clip(path, fmt, n_windows=settings.windows)
     t1 = time.perf_counter()
     p = batcher.predict(clip)
     t2 = time.perf_counter()

@@ -47,7 +47,8 @@ class ScanRunner:
         """Record a scan and run it on a background thread; returns its id at once."""
         queue.configure(self.settings)
         options = scan_mod.ScanOptions(dry_run=dry_run, force=force, min_confidence=self.settings.min_confidence,
-                                       overwrite=self.settings.overwrite, model=self.settings.model)
+                                       overwrite=self.settings.overwrite, model=self.settings.model,
+                                       windows=self.settings.windows)
         scan_id = scan_mod.create(self.settings, roots, options)
         with self._lock:
             self._active.add(scan_id)
