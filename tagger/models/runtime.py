@@ -16,8 +16,14 @@ def set_threads(n: int) -> None:
     global _threads
     _threads = max(0, int(n))
     if _threads:
+        # for libraries loaded from now on, and for child processes
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(_threads)
+        # numpy's and scipy's OpenBLAS read the variables when they load, which has happened
+        # by now: without this, two workers' matrix products each spin two threads on two cores
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=_threads)
 
 
 def configure_tensorflow() -> None:
