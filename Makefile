@@ -10,10 +10,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: system venv
 
-# ffmpeg (M4A/AAC decoding, test fixtures) and sox are not on a fresh machine
+# ffmpeg (test fixtures, damaged-stream fallback) and sox (with its MP3 reader) are not on a fresh machine
 system:
-	@command -v ffmpeg >/dev/null && command -v sox >/dev/null && command -v chromium >/dev/null || \
-	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg sox chromium >/dev/null )
+	@command -v ffmpeg >/dev/null && command -v chromium >/dev/null && sox -h 2>/dev/null | grep -q 'FORMATS:.* mp3' || \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg sox libsox-fmt-mp3 chromium >/dev/null )
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
