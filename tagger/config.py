@@ -46,6 +46,8 @@ class Settings:
     model: str = ""
     #: 3 s windows analysed per track, spread over it (fewer: faster, a little less accurate)
     windows: int = 10
+    #: musicnn's arithmetic: auto (bfloat16 where the CPU has it in hardware), float32, bfloat16
+    precision: str = "auto"
     #: extra directories searched for model cards before the shipped ones
     model_dirs: tuple[str, ...] = ()
     #: replace a genre the user set themselves
@@ -99,6 +101,8 @@ class Settings:
             "TAGGER_JOB_TIME_LIMIT": str(self.job_time_limit),
             "TAGGER_MAX_RETRIES": str(self.max_retries),
             "TAGGER_PATH_MAP": ";".join(f"{a}={b}" for a, b in self.path_map),
+            "TAGGER_PRECISION": self.precision,
+            "TAGGER_WINDOWS": str(self.windows),
         }
 
 
@@ -169,6 +173,8 @@ def load(
 
     if "min_confidence" in values and not 0.0 <= values["min_confidence"] <= 1.0:
         raise ConfigError("min_confidence must be between 0 and 1")
+    if "precision" in values and values["precision"] not in ("auto", "float32", "bfloat16"):
+        raise ConfigError("precision must be auto, float32 or bfloat16")
     if "windows" in values and not 1 <= values["windows"] <= MAX_WINDOWS:
         raise ConfigError(f"windows must be between 1 and {MAX_WINDOWS}")
     return replace(Settings(), **values)

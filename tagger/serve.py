@@ -388,6 +388,9 @@ def make_server(settings: Settings, host: str, port: int) -> tuple[Server, App]:
 
 def run(settings: Settings, host: str = "127.0.0.1", port: int = 8750) -> None:
     """Serve until SIGTERM or Ctrl-C; local workers and unfinished scans are cleaned up on the way out."""
+    from tagger.models import runtime
+
+    runtime.set_precision(settings.precision)
     server, app = make_server(settings, host, port)
     app.start()
     bound_host, bound_port = server.server_address[:2]

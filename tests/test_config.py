@@ -56,3 +56,12 @@ def test_windows_setting(tmp_path):
     for bad in ("0", "65"):
         with pytest.raises(ConfigError, match="windows must be between 1 and 64"):
             config.load(config_file=none, environ={"TAGGER_WINDOWS": bad})
+
+
+def test_precision_setting(tmp_path):
+    none = tmp_path / "none.toml"
+    assert config.load(config_file=none, environ={}).precision == "auto"
+    settings = config.load(config_file=none, environ={"TAGGER_PRECISION": "float32"})
+    assert settings.precision == "float32" and settings.to_env()["TAGGER_PRECISION"] == "float32"
+    with pytest.raises(ConfigError, match="precision must be auto, float32 or bfloat16"):
+        config.load(config_file=none, environ={"TAGGER_PRECISION": "fp16"})

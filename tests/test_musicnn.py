@@ -169,3 +169,29 @@ def test_batch_of_clips_matches_clips_one_by_one(msd):
     # a short window (1.5 s) is padded, not rejected
     short = Clip(windows=[w[:33075] for w in a.windows], sr=a.sr, info=a.info, starts=a.starts)
     assert msd.predict_batch([short]).shape == (1, len(msd.card.labels))
+
+
+@needs_gtzan
+def test_bfloat16_agrees_with_float32_on_real_recordings():
+    from tagger.models import registry, runtime
+    from tagger.models.pretrained import MusicnnModel
+
+    card = registry.find("musicnn-msd")
+    clips = [clip_of(g, "00002", 2) for g in ("metal", "jazz", "hiphop", "classical")]
+    probs = {}
+    try:
+        for precision in ("float32", "bfloat16"):
+            runtime.set_precision(precision)
+            model = MusicnnModel(card)
+            conv = model.network.get_layer("timbral_38")
+            assert conv.compute_dtype == precision and conv.kernel.dtype == "float32"
+            probs[precision] = model.predict_batch(clips)
+            assert probs[precision].dtype == np.float32 or probs[precision].dtype == np.float64
+    finally:
+        runtime.set_precision("auto")
+    a, b = probs["float32"], probs["bfloat16"]
+    assert np.array_equal(a.argmax(axis=1), b.argmax(axis=1))
+    assert np.abs(a - b).max() < 0.05
+    assert np.abs(a - b).max() > 0  # it did compute differently
+    with pytest.raises(ValueError, match="precision must be one of"):
+        runtime.set_precision("fp16")

@@ -40,17 +40,26 @@ class MusicnnModel(Model):
 
         from tagger.models.musicnn_arch import build_musicnn
 
+        import keras
+
         arch = card.extra.get("architecture", {})
         self.tags: tuple[str, ...] = tuple(card.extra["tags"])
         self.patch_frames = int(card.features["patch_frames"])
-        self.network = build_musicnn(
-            n_tags=len(self.tags),
-            n_frames=self.patch_frames,
-            n_mels=int(card.features["n_mels"]),
-            midend_filters=int(arch.get("midend_filters", 64)),
-            backend_units=int(arch.get("backend_units", 200)),
-            name=card.name,
-        )
+        # weights stay float32; with bfloat16 the layers compute in it (≈ 1.25x faster where native)
+        self.compute_dtype = runtime.compute_dtype()
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("mixed_bfloat16" if self.compute_dtype == "bfloat16" else "float32")
+        try:
+            self.network = build_musicnn(
+                n_tags=len(self.tags),
+                n_frames=self.patch_frames,
+                n_mels=int(card.features["n_mels"]),
+                midend_filters=int(arch.get("midend_filters", 64)),
+                backend_units=int(arch.get("backend_units", 200)),
+                name=card.name,
+            )
+        finally:
+            keras.config.set_dtype_policy(previous)
         self.network.load_weights(card.path)
         head_name = card.extra.get("genre_head", {}).get("head", card.name)
         self.head: genres.GenreHead = genres.HEADS[head_name]
@@ -58,7 +67,8 @@ class MusicnnModel(Model):
             raise ValueError(f"{card.name}: card tags/labels do not match genre head {head_name!r}")
         # a compiled call is 2-3x faster than eager Keras on small batches
         spec = tf.TensorSpec([None, self.patch_frames, int(card.features["n_mels"])], tf.float32)
-        self._forward = tf.function(lambda x: self.network(x, training=False), input_signature=[spec])
+        self._forward = tf.function(lambda x: tf.cast(self.network(x, training=False), tf.float32),
+                                    input_signature=[spec])
 
     def patch_activations(self, patches: np.ndarray) -> np.ndarray:
         """Tag activations of ``(n, 187, 96)`` patches, shape ``(n, n_tags)``."""

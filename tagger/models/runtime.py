@@ -36,3 +36,40 @@ def configure_tensorflow() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass  # already initialised in this process: keep what it has
+
+
+#: what the big convolutional front ends compute in: "auto", "float32" or "bfloat16"
+PRECISIONS = ("auto", "float32", "bfloat16")
+_precision = "auto"
+
+
+def set_precision(value: str) -> None:
+    """Call before any model loads (the ``precision`` setting)."""
+    global _precision
+    if value not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {value!r}")
+    _precision = value
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16 or AMX-BF16; Linux only)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def compute_dtype() -> str:
+    """``"bfloat16"`` or ``"float32"``.
+
+    bfloat16 keeps float32's range with 8 bits of mantissa; on CPUs without it
+    in hardware it is emulated and slower, so ``auto`` uses it only where it is native.
+    """
+    if _precision == "auto":
+        return "bfloat16" if cpu_has_bfloat16() else "float32"
+    return _precision
