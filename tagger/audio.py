@@ -153,7 +153,21 @@ def load_clip(
     Raises UnreadableAudio for files that decode to nothing usable: too short
     for one window, silent, or corrupt.
     """
-    path = Path(path)
+    info, starts = plan(path, fmt, sr, window, n_windows)
+    clip = read_windows(path, info, starts, sr, window)
+    if is_silent(clip.windows):
+        raise UnreadableAudio("the audio is silent")
+    return clip
+
+
+def plan(
+    path: str | Path,
+    fmt: str | None = None,
+    sr: int = features.SR,
+    window: int = features.PATCH_SAMPLES,
+    n_windows: int = DEFAULT_WINDOWS,
+) -> tuple[AudioInfo, list[float]]:
+    """Probe a file and place its windows: ``(info, start times in s)``; raises UnreadableAudio."""
     info = probe(path, fmt)
     window_s = window / sr
     starts = window_starts(info.duration, window_s, n_windows)
@@ -161,6 +175,22 @@ def load_clip(
         raise UnreadableAudio(
             f"audio too short to analyse ({info.duration:.1f} s; at least {window_s:.1f} s needed)"
         )
+    return info, starts
+
+
+def is_silent(windows: list[np.ndarray]) -> bool:
+    return all(float(np.sqrt(np.mean(w.astype(np.float64) ** 2))) < SILENCE_RMS for w in windows)
+
+
+def read_windows(
+    path: str | Path,
+    info: AudioInfo,
+    starts: list[float],
+    sr: int = features.SR,
+    window: int = features.PATCH_SAMPLES,
+) -> Clip:
+    """Decode the windows starting at ``starts`` (from ``plan``); no silence check."""
+    path = Path(path)
     if info.decoder == "soundfile":
         try:
             windows = _read_soundfile(path, info, starts, window, sr)
@@ -183,9 +213,7 @@ def load_clip(
             windows = _read_ffmpeg(path, info, starts, window, sr)
     else:
         windows = _read_ffmpeg(path, info, starts, window, sr)
-    if all(float(np.sqrt(np.mean(w.astype(np.float64) ** 2))) < SILENCE_RMS for w in windows):
-        raise UnreadableAudio("the audio is silent")
-    return Clip(windows=windows, sr=sr, info=info, starts=starts)
+    return Clip(windows=windows, sr=sr, info=info, starts=list(starts[: len(windows)]))
 
 
 def _fit(y: np.ndarray, n: int) -> np.ndarray:

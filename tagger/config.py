@@ -46,6 +46,10 @@ class Settings:
     model: str = ""
     #: 3 s windows analysed per track, spread over it (fewer: faster, a little less accurate)
     windows: int = 10
+    #: windows heard first; the rest only when the model's confidence is below early_stop (0: all at once)
+    first_windows: int = 3
+    #: top probability at which the first windows decide a track
+    early_stop: float = 0.8
     #: musicnn's arithmetic: auto (bfloat16 where the CPU has it in hardware), float32, bfloat16
     precision: str = "auto"
     #: extra directories searched for model cards before the shipped ones
@@ -103,6 +107,8 @@ class Settings:
             "TAGGER_PATH_MAP": ";".join(f"{a}={b}" for a, b in self.path_map),
             "TAGGER_PRECISION": self.precision,
             "TAGGER_WINDOWS": str(self.windows),
+            "TAGGER_FIRST_WINDOWS": str(self.first_windows),
+            "TAGGER_EARLY_STOP": str(self.early_stop),
         }
 
 
@@ -175,6 +181,10 @@ def load(
         raise ConfigError("min_confidence must be between 0 and 1")
     if "precision" in values and values["precision"] not in ("auto", "float32", "bfloat16"):
         raise ConfigError("precision must be auto, float32 or bfloat16")
+    if "first_windows" in values and not 0 <= values["first_windows"] <= MAX_WINDOWS:
+        raise ConfigError(f"first_windows must be between 0 and {MAX_WINDOWS}")
+    if "early_stop" in values and not 0.0 <= values["early_stop"] <= 1.0:
+        raise ConfigError("early_stop must be between 0 and 1")
     if "windows" in values and not 1 <= values["windows"] <= MAX_WINDOWS:
         raise ConfigError(f"windows must be between 1 and {MAX_WINDOWS}")
     return replace(Settings(), **values)

@@ -1,7 +1,7 @@
 """Judge a model on labelled files: accuracy, macro-F1, per-class table, confusion matrix.
 
-``evaluate`` runs the model exactly as tagging does (``tagger.audio.load_clip``
-windows → ``Model.predict_batch``), so its figures are the ones a user gets.
+``evaluate`` runs the model exactly as tagging does (windows planned and heard
+by ``tagger.models.progressive.hear``), so its figures are the ones a user gets.
 Labels come from a folder-per-genre tree, a ``path,genre`` CSV, or the files'
 own genre tags (``items_from_*``).
 """
@@ -69,52 +69,44 @@ def scores(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
     }
 
 
-def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), batch: int = 8,
-             windows: int = 10) -> dict:
+def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), windows: int = 10,
+             first_windows: int = 3, early_stop: float = 0.8) -> dict:
     """Run ``model_name`` on every ``(path, genre)`` and score it.
 
     True genres are matched to the model's labels ignoring case and punctuation;
     a genre the model cannot output stays as written (and counts as an error).
     Files that cannot be decoded are listed under ``errors`` and not scored.
     """
-    from tagger import audio
     from tagger.models import registry
+    from tagger.models.progressive import hear
 
     model = registry.load(model_name, extra=list(model_dirs))
     card_labels = list(model.card.labels)
     by_norm = {_norm(lab): lab for lab in card_labels}
-    truth, pred, conf, paths, errors = [], [], [], [], []
-    pending: list[tuple[Path, str, object]] = []
-
-    def flush():
-        if not pending:
-            return
-        probs = model.predict_batch([c for _, _, c in pending])
-        for (p, g, _), row in zip(pending, probs):
-            k = int(np.argmax(row))
-            paths.append(str(p))
-            truth.append(g)
-            pred.append(card_labels[k])
-            conf.append(round(float(row[k]), 4))
-        pending.clear()
-
+    truth, pred, conf, paths, errors, heard_windows = [], [], [], [], [], []
     for path, genre in items:
         path = Path(path)
         g = by_norm.get(_norm(genre), genre.strip())
         try:
-            pending.append((path, g, audio.load_clip(path, n_windows=windows)))
+            heard = hear(model, path, None, windows, first_windows, early_stop)
         except (TaggerError, OSError) as exc:
             errors.append({"path": str(path), "error": str(exc)})
             continue
-        if len(pending) >= batch:
-            flush()
-    flush()
+        k = int(np.argmax(heard.probs))
+        paths.append(str(path))
+        truth.append(g)
+        pred.append(card_labels[k])
+        conf.append(round(float(heard.probs[k]), 4))
+        heard_windows.append(heard.windows)
     unknown = sorted(set(truth) - set(card_labels))
     result = scores(truth, pred, card_labels + unknown)
     result.update(
         model=model.card.name,
         version=model.card.version,
         windows=windows,
+        first_windows=first_windows,
+        early_stop=early_stop,
+        mean_windows_heard=round(float(np.mean(heard_windows)), 2) if heard_windows else None,
         unknown_labels=unknown,
         errors=errors,
         predictions=[{"path": p, "true": t, "predicted": q, "confidence": c}
@@ -133,6 +125,9 @@ def render_text(result: dict) -> str:
         f"{len(result['errors'])} unreadable",
         f"accuracy {fmt(result['accuracy'])}   macro-F1 {fmt(result['macro_f1'])}",
     ]
+    if result.get("mean_windows_heard") is not None:
+        lines.append(f"windows heard per file: {result['mean_windows_heard']:.2f} of {result['windows']} planned "
+                     f"(first {result['first_windows']}, stop at {result['early_stop']})")
     if result["unknown_labels"]:
         lines.append("labels the model cannot output: " + ", ".join(result["unknown_labels"]))
     width = max([len(lab) for lab in result["labels"]] + [5])

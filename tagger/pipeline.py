@@ -130,8 +130,9 @@ def predict_path(path: str, settings: Settings, model: str = "") -> tuple[Predic
     if os.path.getsize(path) == 0:
         raise UnsupportedFormat("empty file (0 bytes)")
     fmt = formats.confirm(path)
-    clip = audio.load_clip(path, fmt, n_windows=settings.windows)
-    return predictor_for(model or settings.model, settings.model_dirs).predict(clip), clip
+    prediction, heard = predictor_for(model or settings.model, settings.model_dirs).hear(
+        path, fmt, settings.windows, settings.first_windows, settings.early_stop)
+    return prediction, heard.clip
 
 
 def _run(job: Job, settings: Settings) -> tuple[str, Prediction, Optional[dict]]:
@@ -153,11 +154,14 @@ def _run(job: Job, settings: Settings) -> tuple[str, Prediction, Optional[dict]]
         raise FileMissing("cannot read file: permission denied")
     fmt = formats.confirm(job.path)  # the content must agree with the name
 
-    clip = audio.load_clip(job.path, fmt, n_windows=int(job.options.get("windows") or settings.windows))
-    predictor = predictor_for(job.options.get("model") or settings.model, settings.model_dirs)
-    prediction = predictor.predict(clip)
-
     opts = job.options
+    predictor = predictor_for(opts.get("model") or settings.model, settings.model_dirs)
+    prediction, heard = predictor.hear(
+        job.path, fmt, int(opts.get("windows") or settings.windows),
+        int(opts.get("first_windows", settings.first_windows)),
+        float(opts.get("early_stop", settings.early_stop)))
+    log.debug("%s: heard %d of %d windows", job.path, heard.windows, heard.planned)
+
     current = tags.read(job.path, fmt)
     if opts.get("dry_run"):
         return s.DRY_RUN, prediction, {"before": current, "after": None}

@@ -30,6 +30,8 @@ class ScanOptions:
     overwrite: bool = False
     model: str = ""
     windows: int = 10
+    first_windows: int = 3
+    early_stop: float = 0.8
 
 
 @dataclass

@@ -65,3 +65,16 @@ def test_precision_setting(tmp_path):
     assert settings.precision == "float32" and settings.to_env()["TAGGER_PRECISION"] == "float32"
     with pytest.raises(ConfigError, match="precision must be auto, float32 or bfloat16"):
         config.load(config_file=none, environ={"TAGGER_PRECISION": "fp16"})
+
+
+def test_progressive_settings(tmp_path):
+    none = tmp_path / "none.toml"
+    s = config.load(config_file=none, environ={})
+    assert (s.first_windows, s.early_stop) == (3, 0.8)
+    s = config.load(config_file=none, environ={"TAGGER_FIRST_WINDOWS": "0", "TAGGER_EARLY_STOP": "0.9"})
+    assert (s.first_windows, s.early_stop) == (0, 0.9)
+    assert s.to_env()["TAGGER_FIRST_WINDOWS"] == "0" and s.to_env()["TAGGER_EARLY_STOP"] == "0.9"
+    with pytest.raises(ConfigError, match="early_stop must be between 0 and 1"):
+        config.load(config_file=none, environ={"TAGGER_EARLY_STOP": "1.5"})
+    with pytest.raises(ConfigError, match="first_windows must be between 0 and 64"):
+        config.load(config_file=none, environ={"TAGGER_FIRST_WINDOWS": "-1"})

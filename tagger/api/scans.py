@@ -48,7 +48,8 @@ class ScanRunner:
         queue.configure(self.settings)
         options = scan_mod.ScanOptions(dry_run=dry_run, force=force, min_confidence=self.settings.min_confidence,
                                        overwrite=self.settings.overwrite, model=self.settings.model,
-                                       windows=self.settings.windows)
+                                       windows=self.settings.windows, first_windows=self.settings.first_windows,
+                                       early_stop=self.settings.early_stop)
         scan_id = scan_mod.create(self.settings, roots, options)
         with self._lock:
             self._active.add(scan_id)

@@ -91,6 +91,12 @@ class Model:
         """Class probabilities, shape ``(len(clips), len(card.labels))``, rows summing to 1."""
         raise NotImplementedError
 
+    def window_probs(self, clip: Clip) -> np.ndarray | None:
+        """Probabilities per window ``(len(clip.windows), n_labels)`` whose mean is this
+        model's prediction for the clip, or None where the prediction does not split
+        so (the track is then always heard whole; see ``tagger.models.progressive``)."""
+        return None
+
     def predict(self, clip: Clip) -> Prediction:
         return self.to_prediction(self.predict_batch([clip])[0])
 

@@ -6,11 +6,15 @@ decides when the primary is missing or fails on a file.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from tagger.audio import Clip
 from tagger.errors import ModelMissing, TaggerError
 from tagger.models import registry
 from tagger.models.base import Model, Prediction
+
+if TYPE_CHECKING:
+    from tagger.models.progressive import Heard
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,29 @@ class Predictor:
                 return model
         detail = "; ".join(f"{n}: {e}" for n, e in self._failed_loads.items())
         raise ModelMissing(f"no usable genre model ({detail or 'none installed'})")
+
+    def hear(self, path: str, fmt: str, windows: int, first: int, stop: float) -> tuple[Prediction, "Heard"]:
+        """Decode and predict one file, progressively where the model allows (``tagger.models.progressive``).
+
+        The chain works as in ``predict``: a model that fails hands the file to the next.
+        """
+        from tagger.models.progressive import hear
+
+        errors = []
+        for name in self.names:
+            model = self._load(name)
+            if model is None:
+                continue
+            try:
+                heard = hear(model, path, fmt, windows, first, stop)
+                return model.to_prediction(heard.probs), heard
+            except TaggerError:
+                raise  # about the input, not the model
+            except Exception as exc:
+                log.warning("model %s failed, trying the next: %s", model.card.name, exc)
+                errors.append(f"{model.card.name}: {type(exc).__name__}: {exc}")
+        errors += [f"{n}: {e}" for n, e in self._failed_loads.items()]
+        raise ModelMissing("no usable genre model (" + ("; ".join(errors) or "none installed") + ")")
 
     def predict(self, clip: Clip) -> Prediction:
         """The first model of the chain that answers decides; later ones load only when needed."""

@@ -1,0 +1,93 @@
+"""Progressive hearing with the shipped default model on real recordings: a few windows
+first, the rest only when unsure, and then exactly what hearing all at once gives."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tagger import audio, features
+from tagger.errors import UnreadableAudio
+from tagger.models import progressive, registry
+
+GTZAN = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "gtzan"
+needs_gtzan = pytest.mark.skipif(not GTZAN.is_dir(), reason="needs ../shared/datasets/gtzan")
+DEFAULT = "gtzan-musicnn-logreg"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return registry.load(DEFAULT)
+
+
+def test_first_windows_are_spread_away_from_the_ends():
+    assert progressive.first_indices(10, 3) == [2, 4, 7]
+    assert progressive.first_indices(10, 1) == [4]  # round half to even: the middle
+    for n in range(2, 20):
+        for k in range(1, n):
+            idx = progressive.first_indices(n, k)
+            assert idx == sorted(set(idx)) and 0 <= idx[0] and idx[-1] < n and len(idx) >= 1
+
+
+@needs_gtzan
+def test_a_clear_track_stops_after_the_first_windows(model):
+    path = GTZAN / "metal" / "metal.00000.mp3"
+    heard = progressive.hear(model, path, "mp3", windows=10, first=3, stop=0.8)
+    assert heard.planned == 9  # a 30 s clip holds nine 3.04 s windows back to back
+    assert heard.windows == 3 and len(heard.clip.windows) == 3
+    assert model.card.labels[int(np.argmax(heard.probs))] == "metal" and heard.probs.max() >= 0.8
+    assert heard.probs.sum() == pytest.approx(1.0)
+
+
+@needs_gtzan
+@pytest.mark.parametrize("name", ["jazz/jazz.00003.mp3", "rock/rock.00004.mp3"])
+def test_an_unsure_track_hears_everything_and_gets_the_all_at_once_answer(model, name):
+    path = GTZAN / name
+    heard = progressive.hear(model, path, "mp3", windows=10, first=3, stop=1.01)  # never sure enough
+    whole = audio.load_clip(path, "mp3", n_windows=10)
+    assert heard.windows == heard.planned == len(whole.windows)
+    # equal up to arithmetic: in bfloat16, batches of other sizes round differently (≈1e-5)
+    assert np.abs(heard.probs - model.predict_batch([whole])[0]).max() < 1e-3
+
+
+@needs_gtzan
+def test_models_whose_answer_does_not_split_by_window_hear_everything():
+    fallback = registry.load("gtzan-logreg")  # MFCC statistics over all windows together
+    heard = progressive.hear(fallback, GTZAN / "blues" / "blues.00001.mp3", "mp3", windows=10, first=3, stop=0.0)
+    assert heard.windows == heard.planned
+
+
+@needs_gtzan
+def test_silent_first_windows_are_not_taken_for_a_silent_track(model, tmp_path):
+    # real music with silence exactly where the first three windows fall: the rest decide
+    y, sr = sf.read(str(GTZAN / "reggae" / "reggae.00001.mp3"), dtype="float32", always_2d=True)
+    path = tmp_path / "gaps.wav"
+    sf.write(str(path), y, sr)
+    info, starts = audio.plan(path, "wav", n_windows=10)
+    window_s = features.PATCH_SAMPLES / features.SR
+    for i in progressive.first_indices(len(starts), 3):
+        y[int(starts[i] * sr): int((starts[i] + window_s) * sr) + 1] = 0.0
+    sf.write(str(path), y, sr)
+    heard = progressive.hear(model, path, "wav", windows=10, first=3, stop=0.8)
+    assert heard.windows == heard.planned
+    # and a silent file is still an error
+    sf.write(str(tmp_path / "quiet.wav"), np.zeros((sr * 40, 2), np.float32), sr)
+    with pytest.raises(UnreadableAudio, match="silent"):
+        progressive.hear(model, tmp_path / "quiet.wav", "wav", windows=10, first=3, stop=0.8)
+
+
+def test_training_table_counts_windows_and_scores_like_tagging():
+    from training.progressive import progressive_scores
+
+    labels = ["a", "b"]
+    # track 0: sure of "a" in its first windows; track 1: unsure early, "b" over all ten
+    sure = np.tile([0.9, 0.1], (10, 1))
+    unsure = np.tile([0.45, 0.55], (10, 1))
+    unsure[progressive.first_indices(10, 3)] = [0.6, 0.4]
+    y = np.array([0, 1])
+    r = progressive_scores([sure, unsure], y, labels, first=3, stop=0.8)
+    assert r["accuracy"] == 1.0 and r["mean_windows"] == (3 + 10) / 2 and r["stopped_early"] == 0.5
+    always = progressive_scores([sure, unsure], y, labels, first=3, stop=0.0)
+    assert always["mean_windows"] == 3 and always["accuracy"] == 0.5  # the first windows alone get track 1 wrong
