@@ -52,8 +52,14 @@ def build_corpus(out: Path, n_tracks: int, clips_per_track: int) -> list[Path]:
     return paths
 
 
-def bounds(paths: list[Path], model_name: str, barrier=None) -> dict:
+def bounds(paths: list[Path], model_name: str, barrier=None, windows: int = 10, first: int = 3,
+           stop: float = 0.8) -> dict:
     """Per-track cost of each stage, measured in this one process (single-threaded runtimes).
+
+    Each stage handles exactly the windows the analysis uses: which windows of a
+    track the model hears (progressive hearing, ``tagger.models.progressive``)
+    is found first, untimed; then those windows are decoded, turned into
+    features and run through the model, each stage timed on its own.
 
     With a ``barrier`` (several of these running at once, one per worker's
     share of the tracks), every stage starts in all processes together, so the
@@ -61,7 +67,7 @@ def bounds(paths: list[Path], model_name: str, barrier=None) -> dict:
     bandwidth, clock speed with every core busy.
     """
     from tagger import audio, features, formats
-    from tagger.models import registry, runtime
+    from tagger.models import progressive, registry, runtime
 
     sync = barrier.wait if barrier is not None else (lambda: None)
     runtime.set_threads(1)
@@ -70,11 +76,16 @@ def bounds(paths: list[Path], model_name: str, barrier=None) -> dict:
     features.mel_patches(warm.windows[0], warm.sr)
     features.mfcc_stats(warm.windows[:1], warm.sr)
     model.predict_batch([warm])  # warm-up: graph tracing
+    plans = []
+    for p in paths:
+        fmt = formats.confirm(p)
+        heard = progressive.hear(model, p, fmt, windows, first, stop)
+        plans.append((p, heard.clip.info, heard.clip.starts))
     clips = []
     sync()
     t = time.perf_counter()
-    for p in paths:
-        clips.append(audio.load_clip(p, formats.confirm(p)))
+    for p, info, starts in plans:
+        clips.append(audio.read_windows(p, info, starts))
     t_decode = time.perf_counter() - t
     sync()
     t = time.perf_counter()
@@ -88,7 +99,7 @@ def bounds(paths: list[Path], model_name: str, barrier=None) -> dict:
         model.predict_batch(clips[i:i + 8])
     t_model = time.perf_counter() - t
     n = len(paths)
-    out = {"decode_ms": 1000 * t_decode / n, "features_ms": 1000 * t_features / n,
+    out = {"windows_heard": sum(len(c.windows) for c in clips) / n, "decode_ms": 1000 * t_decode / n, "features_ms": 1000 * t_features / n,
            "model_ms_incl_features": 1000 * t_model / n, "decode_s": t_decode, "model_s": t_model, "n": n}
     if barrier is None:  # batching across files: one track per call, as a job runs it
         t = time.perf_counter()
@@ -98,17 +109,17 @@ def bounds(paths: list[Path], model_name: str, barrier=None) -> dict:
     return out
 
 
-def _bounds_child(paths, model_name, barrier, queue) -> None:
-    queue.put(bounds(paths, model_name, barrier))
+def _bounds_child(paths, model_name, barrier, queue, kwargs) -> None:
+    queue.put(bounds(paths, model_name, barrier, **kwargs))
 
 
-def parallel_bound(paths: list[Path], model_name: str, n_proc: int) -> float:
+def parallel_bound(paths: list[Path], model_name: str, n_proc: int, **kwargs) -> float:
     """Tracks/s of decode + model (with its features) in ``n_proc`` processes running side by side."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(n_proc), ctx.Queue()
-    procs = [ctx.Process(target=_bounds_child, args=(paths[i::n_proc], model_name, barrier, queue))
+    procs = [ctx.Process(target=_bounds_child, args=(paths[i::n_proc], model_name, barrier, queue, kwargs))
              for i in range(n_proc)]
     for p in procs:
         p.start()
@@ -187,6 +198,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tree", type=int, default=10_000, help="files in the synthetic re-scan tree")
     ap.add_argument("--model", default="", help="model (default: the default chain's first)")
+    ap.add_argument("--windows", type=int, default=10, help="windows planned per track (tagger scan --windows)")
+    ap.add_argument("--first-windows", type=int, default=3, help="windows heard first (tagger scan --first-windows)")
     ap.add_argument("--quick", action="store_true", help="a few short tracks: check that it runs")
     args = ap.parse_args()
     if args.quick:
@@ -205,17 +218,20 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
         env.update({"TAGGER_DATA_DIR": str(data), "TAGGER_WORKERS": str(args.workers),
                     "TAGGER_DB_URL": f"sqlite:///{data / 'tagger.sqlite3'}", "TAGGER_MIN_CONFIDENCE": "0",
-                    "TAGGER_MODEL": model, "TAGGER_CONFIG": str(tmp / "none.toml")})
+                    "TAGGER_MODEL": model, "TAGGER_CONFIG": str(tmp / "none.toml"),
+                    "TAGGER_WINDOWS": str(args.windows), "TAGGER_FIRST_WINDOWS": str(args.first_windows)})
 
         summary, wall = scan(env, tmp / "music", "--dry-run")
         steady = steady_rate(env["TAGGER_DB_URL"], summary["scan_id"])
         rescan, rescan_wall = scan(env, tmp / "music")  # dry run recorded nothing as done: a real run
         second, second_wall = scan(env, tmp / "music")
-        b = bounds(paths, model)
+        hearing = {"windows": args.windows, "first": args.first_windows, "stop": 0.8}
+        b = bounds(paths, model, **hearing)
         per_track_bound = (b["decode_ms"] + b["model_ms_incl_features"]) / 1000
         naive_rate = args.workers / per_track_bound
-        bound_rate = parallel_bound(paths, model, args.workers)
-        print(f"model: {model}; {args.workers} worker processes")
+        bound_rate = parallel_bound(paths, model, args.workers, **hearing)
+        print(f"model: {model}; {args.workers} worker processes; windows {args.windows}, first "
+              f"{args.first_windows}: {b['windows_heard']:.2f} windows heard per track")
         print(f"end to end (dry run), start-up included: {len(paths) / wall:6.2f} tracks/s ({wall:.1f} s)")
         print(f"end to end (dry run), start-up excluded: {steady or float('nan'):6.2f} tracks/s")
         print(f"end to end with tag writes, start-up included: {len(paths) / rescan_wall:6.2f} tracks/s")
