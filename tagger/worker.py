@@ -74,7 +74,16 @@ def warm_up(settings: Settings) -> None:
         silence = np.zeros(features.PATCH_SAMPLES, dtype=np.float32)
         silence[::100] = 0.1  # not silent, so every feature path runs
         info = audio.AudioInfo(features.PATCH_SAMPLES, features.SR, 1, "warm-up")
-        model.predict_batch([audio.Clip(windows=[silence], sr=features.SR, info=info)])
+        clip = audio.Clip(windows=[silence], sr=features.SR, info=info)
+        model.predict_batch([clip])
+        model.window_probs(clip)  # the progressive path (None where the model has none)
+        # the decoders' and taggers' imports (PyAV alone costs ≈ 0.3 s)
+        import av  # noqa: F401
+        import mutagen.flac  # noqa: F401
+        import mutagen.id3  # noqa: F401
+        import mutagen.mp4  # noqa: F401
+        import mutagen.oggvorbis  # noqa: F401
+        import soundfile  # noqa: F401
         log.info("worker %s warmed up %s in %.1fs", os.getpid(), model.card.name, time.monotonic() - started)
     except Exception as exc:
         log.warning("warm-up failed (%s); the first job will load the model", exc)
