@@ -197,8 +197,7 @@ def write(path: str | Path, fmt: str, values: dict[str, list[str]], *,
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, open(real, "rb") as src:
-            while block := src.read(1 << 20):
-                out.write(block)
+            _copy_file(src, out, st.st_size)
         copy = _load(tmp, fmt, TagWriteError)
         if copy.tags is None:
             copy.add_tags()
@@ -528,6 +527,23 @@ _OPENERS: dict[str, Callable[[], Callable[[str], Any]]] = {
 # ---------------------------------------------------------------- audio payloads
 Sink = Callable[[bytes], None]
 _BLOCK = 1 << 20
+
+
+def _copy_file(src, out, size: int) -> None:
+    """Copy an open file in the kernel (a shared extent where the filesystem can), else through memory."""
+    copied = 0
+    try:
+        while copied < size:
+            n = os.copy_file_range(src.fileno(), out.fileno(), size - copied)
+            if n == 0:
+                break
+            copied += n
+    except (AttributeError, OSError):
+        pass  # not on this platform or filesystem: the plain way, from where it stopped
+    src.seek(copied)
+    out.seek(copied)
+    while block := src.read(_BLOCK):
+        out.write(block)
 
 
 def _copy_range(f, start: int, end: int, sink: Sink) -> None:
