@@ -35,7 +35,7 @@ def test_composed_model_is_the_head_on_the_midend_until_fine_tuning_moves_the_co
     spec = transfer.HEADS[finetune.HEAD]
     head = transfer.fit_head(replace(spec, epochs=1), emb, y, 3)
     model, midend = finetune.build(base, head)
-    # frozen: the composed model on patches is the head on the cached-style embeddings
+    # frozen: the composed model on patches is the head on those patches' mid-end embeddings
     on_patches = finetune.predict_tracks(model, patches)
     np.testing.assert_allclose(on_patches, transfer.predict_tracks(spec, head, emb, 3), atol=1e-4)
     assert on_patches.shape == (6, 3) and np.allclose(on_patches.sum(axis=1), 1, atol=1e-5)
@@ -67,7 +67,7 @@ def test_cv_command_runs_both_stages_on_the_same_grouped_folds(tmp_path):
     out = tmp_path / "run"
     assert finetune.main(["cv", "--dataset", "csv", "--root", str(listing), "--folds", "2", "--epochs", "1",
                           "--head-epochs", "2", "--patches-per-track", "2", "--out", str(out),
-                          "--cache-dir", str(tmp_path / "emb"), "--patch-dir", str(tmp_path / "patches")]) == 0
+                          "--patch-dir", str(tmp_path / "patches")]) == 0
     doc = json.loads((out / "cv.json").read_text())
     assert doc["folds"] == 2 and doc["epochs"] == 1 and doc["tracks"] == 8 and doc["n_tracks_scored"] == 8
     assert doc["command"].startswith("python -m training.finetune cv --dataset csv")

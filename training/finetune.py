@@ -7,7 +7,8 @@
 Per fold:
 
 stage 1, frozen      the ``seq-midend-probs`` head of ``training.transfer`` fitted on the
-                     cached mid-end embeddings of the training tracks (the musicnn
+                     mid-end embeddings of the training tracks' patches (computed here
+                     from the same patches, not read from ``cache/musicnn``; the musicnn
                      weights are not touched)
 stage 2, fine-tuned  musicnn up to its ``midend`` layer → AveragePooling1D(4) → that
                      head, one Keras model on log-mel patches; every musicnn layer
@@ -131,14 +132,14 @@ def run_fold(base, patches_tr, emb_tr, y_tr, patches_te, n_classes: int, epochs:
     return out
 
 
-def cross_validate(items, emb, patches, base, n_folds: int = 5, epochs: int = 4, lr: float = 1e-5,
+def cross_validate(items, midend, patches, base, n_folds: int = 5, epochs: int = 4, lr: float = 1e-5,
                    head_epochs: int | None = None, seed: int = 0, log=print, on_fold=None) -> dict:
     """Grouped CV of both stages on the same folds; scores pool the out-of-fold tracks."""
     from training.experiments import grouped_folds
 
     labels = datasets.labels_of(items)
     y = np.array([labels.index(it.genre) for it in items])
-    mid = [emb[it.track_id]["midend"].astype(np.float32) for it in items]
+    mid = [midend[it.track_id] for it in items]
     pats = [patches[it.track_id] for it in items]
     stages = ("frozen", "finetuned")
     probs = {s: np.zeros((len(items), len(labels))) for s in stages}
@@ -175,24 +176,38 @@ def _result(items, labels, probs, per_fold, done, te_all=None) -> dict:
     return res
 
 
-def _load_patches(items, patch_dir: Path, limit: int = 0, log=print) -> dict[str, np.ndarray]:
-    """Every item's musicnn patches (the first ``limit`` per track when ``limit`` > 0)."""
-    out, t0 = {}, time.time()
-    for i, it in enumerate(items):
-        p = cached_patches(it.path, patch_dir)
-        out[it.track_id] = p[:limit] if limit else p
-        if log and (i + 1) % 50 == 0:
-            log(f"patches: {i + 1}/{len(items)} ({time.time() - t0:.0f} s)")
-    return out
+def _load(args, log=print):
+    """``(items, patches, midend, base)``: every track's musicnn patches (cached; the first
+    ``--patches-per-track`` when set) and their pooled mid-end embeddings, computed here from
+    those same patches by the network stage 2 starts from."""
+    from tagger.errors import TaggerError
+    from tagger.models import registry
+    from tagger.models.transfer import MusicnnFrontEnd
+
+    items = datasets.load(args.dataset, args.root, None if args.split == "all" else args.split, args.group_size)
+    if args.limit:
+        items = items[: args.limit]
+    if not items:
+        raise SystemExit(f"no audio found for dataset {args.dataset!r}")
+    base = registry.find(transfer.BASE)
+    front = MusicnnFrontEnd(base, ("midend",), transfer.MIDEND_POOL)
+    kept, patches, midend, t0 = [], {}, {}, time.time()
+    for it in items:
+        try:
+            p = cached_patches(it.path, Path(args.patch_dir))
+        except (TaggerError, ValueError, OSError) as exc:
+            log(f"skipped {it.track_id}: {exc}")
+            continue
+        patches[it.track_id] = p[: args.patches_per_track] if args.patches_per_track else p
+        midend[it.track_id] = front.patch_embeddings(patches[it.track_id])["midend"]
+        kept.append(it)
+        if len(kept) % 50 == 0:
+            log(f"patches and mid-end embeddings: {len(kept)}/{len(items)} ({time.time() - t0:.0f} s)")
+    return kept, patches, midend, base
 
 
 def run_cv(args, log=print) -> dict:
-    items, emb, base, _ = transfer._load(args, log=log)
-    if not items:
-        raise SystemExit(f"no audio found for dataset {args.dataset!r}")
-    patches = _load_patches(items, Path(args.patch_dir), args.patches_per_track, log)
-    if args.patches_per_track:
-        emb = {k: {"midend": v["midend"][: args.patches_per_track]} for k, v in emb.items()}
+    items, patches, midend, base = _load(args, log)
     out = Path(args.out or RUNS)
     out.mkdir(parents=True, exist_ok=True)
     spec = transfer.HEADS[HEAD]
@@ -205,7 +220,7 @@ def run_cv(args, log=print) -> dict:
     def save(doc: dict) -> None:
         (out / "cv.json").write_text(json.dumps({**settings, **doc}, indent=1))
 
-    res = cross_validate(items, emb, patches, base, args.folds, args.epochs, args.lr, args.head_epochs or None,
+    res = cross_validate(items, midend, patches, base, args.folds, args.epochs, args.lr, args.head_epochs or None,
                          args.seed, log, on_fold=save)
     save(res)
     for s in ("frozen", "finetuned"):
@@ -224,7 +239,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=None)
     p.add_argument("--split", default="all")
     p.add_argument("--group-size", type=int, default=5)
-    p.add_argument("--cache-dir", default=str(transfer.CACHE_DIR), help="musicnn embeddings (training.transfer)")
     p.add_argument("--patch-dir", default=str(PATCH_DIR), help="cached log-mel patches")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="first N tracks only (smoke runs)")
