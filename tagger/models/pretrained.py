@@ -68,7 +68,7 @@ class MusicnnModel(Model):
         # a compiled call is 2-3x faster than eager Keras on small batches
         spec = tf.TensorSpec([None, self.patch_frames, int(card.features["n_mels"])], tf.float32)
         self._forward = tf.function(lambda x: tf.cast(self.network(x, training=False), tf.float32),
-                                    input_signature=[spec])
+                                    input_signature=[spec], autograph=False)
 
     def patch_activations(self, patches: np.ndarray) -> np.ndarray:
         """Tag activations of ``(n, 187, 96)`` patches, shape ``(n, n_tags)``."""

@@ -71,7 +71,7 @@ class MusicnnFrontEnd:
         frames, mels = int(base.features["patch_frames"]), int(base.features["n_mels"])
         spec = tf.TensorSpec([None, frames, mels], tf.float32)
         self._forward = tf.function(lambda x: [tf.cast(o, tf.float32) for o in tf.nest.flatten(
-            self.network(x, training=False))], input_signature=[spec])
+            self.network(x, training=False))], input_signature=[spec], autograph=False)
 
     def patch_embeddings(self, patches: np.ndarray) -> dict[str, np.ndarray]:
         """Tap outputs of ``(n, 187, 96)`` patches: ``{tap: (n, ...)}`` float32 (see the module docstring)."""
