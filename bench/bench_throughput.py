@@ -131,11 +131,30 @@ def parallel_bound(paths: list[Path], model_name: str, n_proc: int, **kwargs) ->
     return sum(r["n"] for r in results) / wall
 
 
-def scan(env: dict, root: Path, *extra: str) -> tuple[dict, float]:
+#: runs the tagger CLI, then prints the process's own peak RSS (VmHWM: this process image
+#: only; ru_maxrss would include the benchmark's memory, inherited through fork)
+_WITH_PEAK_RSS = ("import atexit, sys\n"
+                  "from tagger.cli import main\n"
+                  "def peak():\n"
+                  "    for line in open('/proc/self/status'):\n"
+                  "        if line.startswith('VmHWM:'):\n"
+                  "            sys.stderr.write('PEAK_RSS_KB ' + line.split()[1] + '\\n')\n"
+                  "atexit.register(peak)\n"
+                  "sys.argv[0] = 'tagger'\n"
+                  "main()\n")
+
+
+def scan(env: dict, root: Path, *extra: str, rss: list | None = None) -> tuple[dict, float]:
+    """Run `tagger scan`; with ``rss``, append the scan process's peak RSS in MB
+    (for an unchanged tree no worker starts: the scanner alone)."""
+    head = [sys.executable, "-c", _WITH_PEAK_RSS] if rss is not None else [sys.executable, "-m", "tagger"]
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "tagger", "scan", str(root), "--json", "--quiet", *extra],
+    out = subprocess.run([*head, "scan", str(root), "--json", "--quiet", *extra],
                          env=env, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout), time.perf_counter() - t
+    seconds = time.perf_counter() - t
+    if rss is not None:
+        rss.extend(int(m) / 1024 for m in re.findall(r"PEAK_RSS_KB (\d+)", out.stderr))
+    return json.loads(out.stdout), seconds
 
 
 def steady_rate(db_url: str, scan_id: int) -> float | None:
@@ -162,7 +181,7 @@ def peak_rss_mb(log: Path) -> list[float]:
     return [float(m) for m in re.findall(r"peak RSS ([0-9.]+) MB", log.read_text(errors="replace"))]
 
 
-def big_tree_rescan(n_files: int, env: dict, data_dir: Path) -> float:
+def big_tree_rescan(n_files: int, env: dict, data_dir: Path, rss: list | None = None) -> float:
     """Time `tagger scan` of an unchanged tree of ``n_files`` already-analysed files."""
     from datetime import datetime, timezone
 
@@ -186,7 +205,7 @@ def big_tree_rescan(n_files: int, env: dict, data_dir: Path) -> float:
     engine_mod.upgrade(db_url)
     with create_engine(db_url).begin() as conn:  # as an earlier scan would have left them
         conn.execute(insert(schema.File), rows)
-    summary, seconds = scan(env, tree)
+    summary, seconds = scan(env, tree, rss=rss)
     assert summary["unchanged"] == n_files, summary
     return seconds
 
@@ -246,8 +265,10 @@ def main() -> None:
         rss = peak_rss_mb(data / "worker.log")
         print(f"peak RSS per worker: {', '.join(f'{r:.0f} MB' for r in rss) or 'n/a'}")
         print(f"second scan of the unchanged library: {second_wall:.2f} s ({second['unchanged']} unchanged)")
-        tree_s = big_tree_rescan(args.tree, env, tmp)
-        print(f"incremental re-scan of an unchanged {args.tree}-file tree: {tree_s:.2f} s")
+        scanner_rss: list[float] = []
+        tree_s = big_tree_rescan(args.tree, env, tmp, rss=scanner_rss)
+        print(f"incremental re-scan of an unchanged {args.tree}-file tree: {tree_s:.2f} s "
+              f"(scanner peak RSS {scanner_rss[0]:.0f} MB)")
 
 
 if __name__ == "__main__":

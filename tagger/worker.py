@@ -1,13 +1,14 @@
 """Worker processes: headless (``tagger worker``) or local to an embedded scan.
 
 Each process runs one Dramatiq ``Worker`` over the configured broker; the
-model loads once per process, on its first job, with the process's share of
+model loads once per process, before its first job, with the process's share of
 the cores as its thread budget.
 """
 from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -51,11 +52,21 @@ def run(settings: Settings, threads: int = 1, queues: Optional[list[str]] = None
         # unacked prefetched messages go back; the running job completes
         worker.stop(timeout=settings.job_time_limit * 1000)
         broker.close()
-        import resource
-
-        log.info("worker %s stopped; peak RSS %.0f MB", os.getpid(),
-                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        log.info("worker %s stopped; peak RSS %.0f MB", os.getpid(), peak_rss_mb())
     return 0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, MB: VmHWM where Linux has it (ru_maxrss also counts
+    what a process inherited through fork before exec), else ru_maxrss."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def warm_up(settings: Settings) -> None:
