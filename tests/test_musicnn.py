@@ -195,3 +195,19 @@ def test_bfloat16_agrees_with_float32_on_real_recordings():
     assert np.abs(a - b).max() > 0  # it did compute differently
     with pytest.raises(ValueError, match="precision must be one of"):
         runtime.set_precision("fp16")
+
+
+def test_auto_precision_uses_bfloat16_only_for_models_whose_card_records_the_check():
+    from tagger.models import runtime
+    from tagger.models.pretrained import MusicnnModel
+    from tagger.models.registry import find
+    from tagger.models.transfer import TransferModel
+
+    runtime.set_precision("auto")
+    plain = MusicnnModel(find("musicnn-msd"))  # its card records no bfloat16 check
+    assert plain.compute_dtype == "float32"
+    head_card = find("gtzan-musicnn-logreg")
+    assert "bfloat16" in head_card.extra and head_card.extra["bfloat16"]["top1_agreement"].startswith("218/218")
+    head = TransferModel(head_card)
+    conv = head.frontend.network.get_layer("timbral_38")
+    assert conv.compute_dtype == ("bfloat16" if runtime.cpu_has_bfloat16() else "float32")

@@ -31,7 +31,9 @@ class MusicnnModel(Model):
 
     role = "pretrained"
 
-    def __init__(self, card: Card):
+    def __init__(self, card: Card, bfloat16_verified: bool | None = None):
+        """``bfloat16_verified``: whether bfloat16 was checked for the model using this
+        network (default: this card says so); see ``runtime.compute_dtype``."""
         super().__init__(card)
         from tagger.models import runtime
 
@@ -46,7 +48,9 @@ class MusicnnModel(Model):
         self.tags: tuple[str, ...] = tuple(card.extra["tags"])
         self.patch_frames = int(card.features["patch_frames"])
         # weights stay float32; with bfloat16 the layers compute in it (≈ 1.25x faster where native)
-        self.compute_dtype = runtime.compute_dtype()
+        if bfloat16_verified is None:
+            bfloat16_verified = "bfloat16" in card.extra
+        self.compute_dtype = runtime.compute_dtype(bfloat16_verified)
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy("mixed_bfloat16" if self.compute_dtype == "bfloat16" else "float32")
         try:

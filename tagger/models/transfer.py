@@ -48,7 +48,8 @@ def pool_frames(seq: np.ndarray, factor: int) -> np.ndarray:
 class MusicnnFrontEnd:
     """The frozen musicnn network of ``base`` (a card of kind ``"musicnn"``) with its taps exposed."""
 
-    def __init__(self, base: Card, taps: tuple[str, ...] | list[str] = TAPS, midend_pool: int = 4):
+    def __init__(self, base: Card, taps: tuple[str, ...] | list[str] = TAPS, midend_pool: int = 4,
+                 bfloat16_verified: bool = False):
         import keras
         import tensorflow as tf
 
@@ -64,7 +65,7 @@ class MusicnnFrontEnd:
         self.midend_pool = int(midend_pool)
         # built straight from the card, not through registry.load: a loader runs
         # under the registry's lock, so it must not call registry.load itself
-        net = MusicnnModel(base).network
+        net = MusicnnModel(base, bfloat16_verified).network
         # the taps are layer names of tagger.models.musicnn_arch
         self.network = keras.Model(net.input, [net.get_layer(t).output for t in self.taps],
                                    name=f"{base.name}-taps")
@@ -137,7 +138,9 @@ class TransferModel(Model):
         if base.kind != "musicnn":
             raise ValueError(f"{card.name}: front end {base.name!r} is not a musicnn model")
         self.tap = front["tap"]
-        self.frontend = MusicnnFrontEnd(base, (self.tap,), int(front.get("midend_pool", 4)))
+        # bfloat16 only where this head's card records it was checked (runtime.compute_dtype)
+        self.frontend = MusicnnFrontEnd(base, (self.tap,), int(front.get("midend_pool", 4)),
+                                        bfloat16_verified="bfloat16" in card.extra)
         self.head_type = head["type"]
         self.pool = head["pool"]
         if self.head_type == "sklearn":
