@@ -28,7 +28,7 @@ def test_throughput_benchmark_quick_mode_runs_and_reports_every_figure(tmp_path)
     out = proc.stdout
     assert _figure(out, r"start-up included:\s+([0-9.]+) tracks/s") > 0
     assert _figure(out, r"start-up excluded:\s+([0-9.]+) tracks/s") > 0
-    assert _figure(out, r"side by side \(decode \+ model\):\s+([0-9.]+) tracks/s") > 0
+    assert _figure(out, r"each as fast as one alone\):\s+([0-9.]+) tracks/s") > 0
     assert _figure(out, r"decode ([0-9.]+) ms") > 0
     assert _figure(out, r"peak RSS per worker: ([0-9.]+) MB") > 50
     assert _figure(out, r"second scan of the unchanged library: [0-9.]+ s \((\d+) unchanged\)") == 4
