@@ -56,6 +56,11 @@ class Clip:
     info: AudioInfo
     starts: list[float] = field(default_factory=list)
 
+    def one_per_window(self) -> list["Clip"]:
+        """A clip of each window alone (for models that answer window by window)."""
+        starts = self.starts or [0.0] * len(self.windows)
+        return [Clip(windows=[w], sr=self.sr, info=self.info, starts=[s]) for w, s in zip(self.windows, starts)]
+
 
 def probe(path: str | Path, fmt: str | None = None) -> AudioInfo:
     """Length, rate and channels of an audio file; raises UnreadableAudio."""

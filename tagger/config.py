@@ -28,6 +28,8 @@ def _config_file() -> Path:
 
 #: the most windows a track may be cut into (each costs a model pass)
 MAX_WINDOWS = 64
+#: values of the precision setting (see tagger.models.runtime.compute_dtype)
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -179,8 +181,8 @@ def load(
 
     if "min_confidence" in values and not 0.0 <= values["min_confidence"] <= 1.0:
         raise ConfigError("min_confidence must be between 0 and 1")
-    if "precision" in values and values["precision"] not in ("auto", "float32", "bfloat16"):
-        raise ConfigError("precision must be auto, float32 or bfloat16")
+    if "precision" in values and values["precision"] not in PRECISIONS:
+        raise ConfigError(f"precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
     if "first_windows" in values and not 0 <= values["first_windows"] <= MAX_WINDOWS:
         raise ConfigError(f"first_windows must be between 0 and {MAX_WINDOWS}")
     if "early_stop" in values and not 0.0 <= values["early_stop"] <= 1.0:

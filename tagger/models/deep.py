@@ -92,10 +92,7 @@ class DeepModel(Model):
 
     def window_probs(self, clip: Clip) -> np.ndarray:
         # equal windows hold equal numbers of patches: the mean of window means is the mean of patches
-        per_window = [features.mel_patches(w, clip.sr) for w in clip.windows]
-        probs = self.forward(np.concatenate(per_window)[..., None])
-        bounds = np.cumsum([0] + [len(p) for p in per_window])
-        return np.stack([probs[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+        return self.predict_batch(clip.one_per_window())
 
     def predict_batch(self, clips: list[Clip]) -> np.ndarray:
         # every patch of every clip goes through the network together, then splits back per clip

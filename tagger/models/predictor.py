@@ -6,7 +6,7 @@ decides when the primary is missing or fails on a file.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from tagger.audio import Clip
 from tagger.errors import ModelMissing, TaggerError
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from tagger.models.progressive import Heard
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Predictor:
@@ -53,39 +54,32 @@ class Predictor:
         raise ModelMissing(f"no usable genre model ({detail or 'none installed'})")
 
     def hear(self, path: str, fmt: str, windows: int, first: int, stop: float) -> tuple[Prediction, "Heard"]:
-        """Decode and predict one file, progressively where the model allows (``tagger.models.progressive``).
-
-        The chain works as in ``predict``: a model that fails hands the file to the next.
-        """
+        """Decode and predict one file, progressively where the model allows (``tagger.models.progressive``)."""
         from tagger.models.progressive import hear
 
-        errors = []
-        for name in self.names:
-            model = self._load(name)
-            if model is None:
-                continue
-            try:
-                heard = hear(model, path, fmt, windows, first, stop)
-                return model.to_prediction(heard.probs), heard
-            except TaggerError:
-                raise  # about the input, not the model
-            except Exception as exc:
-                log.warning("model %s failed, trying the next: %s", model.card.name, exc)
-                errors.append(f"{model.card.name}: {type(exc).__name__}: {exc}")
-        errors += [f"{n}: {e}" for n, e in self._failed_loads.items()]
-        raise ModelMissing("no usable genre model (" + ("; ".join(errors) or "none installed") + ")")
+        def ask(model: Model) -> tuple[Prediction, "Heard"]:
+            heard = hear(model, path, fmt, windows, first, stop)
+            return model.to_prediction(heard.probs), heard
+
+        return self._first_answer(ask)
 
     def predict(self, clip: Clip) -> Prediction:
-        """The first model of the chain that answers decides; later ones load only when needed."""
+        return self._first_answer(lambda model: model.predict(clip))
+
+    def _first_answer(self, ask: Callable[[Model], T]) -> T:
+        """``ask(model)`` of the first model of the chain that answers; later ones load only when needed.
+
+        A TaggerError is about the input, not the model: the next model would fail too, so it propagates.
+        """
         errors = []
         for name in self.names:
             model = self._load(name)
             if model is None:
                 continue
             try:
-                return model.predict(clip)
+                return ask(model)
             except TaggerError:
-                raise  # about the input, not the model: the next model would fail too
+                raise
             except Exception as exc:
                 log.warning("model %s failed, trying the next: %s", model.card.name, exc)
                 errors.append(f"{model.card.name}: {type(exc).__name__}: {exc}")

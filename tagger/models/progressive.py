@@ -23,6 +23,7 @@ import numpy as np
 from tagger import audio
 from tagger.audio import Clip
 from tagger.errors import UnreadableAudio
+from tagger.models.base import Model
 
 #: windows heard first, and the top probability that ends a track there
 FIRST_WINDOWS = 3
@@ -53,7 +54,8 @@ def hear(model, path: str | Path, fmt: str, windows: int = audio.DEFAULT_WINDOWS
     """
     info, starts = audio.plan(path, fmt, n_windows=windows)
     n = len(starts)
-    if not 0 < first < n or not _splits(model):
+    # a model that keeps the base class's window_probs never answers window by window
+    if not 0 < first < n or type(model).window_probs is Model.window_probs:
         clip = _checked(audio.read_windows(path, info, starts))
         return Heard(model.predict_batch([clip])[0], len(clip.windows), n, clip)
     head = first_indices(n, first)
@@ -72,16 +74,6 @@ def hear(model, path: str | Path, fmt: str, windows: int = audio.DEFAULT_WINDOWS
         return Heard(model.predict_batch([whole])[0], len(whole.windows), n, whole)
     probs = np.concatenate([probs, model.window_probs(more)])
     return Heard(_normalised(probs.mean(axis=0)), len(whole.windows), n, whole)
-
-
-def _splits(model) -> bool:
-    return type(model).window_probs is not _base_window_probs()
-
-
-def _base_window_probs():
-    from tagger.models.base import Model
-
-    return Model.window_probs
 
 
 def _checked(clip: Clip) -> Clip:

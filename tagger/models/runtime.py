@@ -1,4 +1,4 @@
-"""Thread budgets for inference runtimes, set once per worker process.
+"""Thread budgets and arithmetic precision for inference runtimes, set once per worker process.
 
 Two processes with one thread each beat one process with two threads on
 this machine kind (shared MEASUREMENTS.md), so a worker gives each runtime its
@@ -7,6 +7,9 @@ share of the cores and no more.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
+
+from tagger.config import PRECISIONS
 
 _threads = 0
 
@@ -38,8 +41,6 @@ def configure_tensorflow() -> None:
         pass  # already initialised in this process: keep what it has
 
 
-#: what the big convolutional front ends compute in: "auto", "float32" or "bfloat16"
-PRECISIONS = ("auto", "float32", "bfloat16")
 _precision = "auto"
 
 
@@ -51,6 +52,7 @@ def set_precision(value: str) -> None:
     _precision = value
 
 
+@lru_cache(maxsize=1)
 def cpu_has_bfloat16() -> bool:
     """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16 or AMX-BF16; Linux only)."""
     try:

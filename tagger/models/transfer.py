@@ -169,14 +169,7 @@ class TransferModel(Model):
         """Per-window probabilities where the track's are the mean of its patches' (``pool="probs"``)."""
         if self.pool != "probs" or not clip.windows:
             return None
-        per_window = [musicnn_window_patches(w, clip.sr) for w in clip.windows]
-        emb = self.frontend.patch_embeddings(np.concatenate(per_window))[self.tap]
-        if self.head_type == "sklearn" and emb.ndim > 2:
-            emb = emb.reshape(len(emb), -1)
-        probs = head_probs(self.head, self.head_type, emb, len(self.card.labels))
-        bounds = np.cumsum([0] + [len(p) for p in per_window])
-        out = np.stack([probs[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
-        return out / out.sum(axis=1, keepdims=True)
+        return self.predict_batch(clip.one_per_window())
 
     def predict_batch(self, clips: list[Clip]) -> np.ndarray:
         """Genre probabilities over ``card.labels``, shape ``(len(clips), n_labels)``, rows sum to 1."""
