@@ -73,6 +73,27 @@ def test_front_end_taps_are_the_shipped_network():
     assert np.all(emb["pooled"][:, 0::2] >= emb["pooled"][:, 1::2] - 1e-5)
 
 
+@needs_gtzan
+def test_embedding_cache_made_for_one_tap_serves_a_later_run_reading_others(tmp_path):
+    """A cache file written by a front end tapping fewer layers is computed again, not
+    read with the other taps missing (training.progressive used to fail on a new machine)."""
+    from tagger.models import registry
+    from tagger.models.transfer import MusicnnFrontEnd
+    from training import transfer
+
+    item = transfer.datasets.Item(GTZAN / "rock" / "rock.00003.mp3", "rock", "rock.00003", "rock.0")
+    base = registry.find("musicnn-msd")
+    only = transfer.embed_items([item], MusicnnFrontEnd(base, ("penultimate",), 4), tmp_path, log=None)
+    assert set(only["rock.00003"]) == {"penultimate"}
+    full = transfer.embed_items([item], MusicnnFrontEnd(base, ("penultimate", "midend"), 4), tmp_path, log=None)
+    assert set(full["rock.00003"]) == {"penultimate", "midend"}
+    assert full["rock.00003"]["midend"].dtype == np.float16
+    np.testing.assert_allclose(full["rock.00003"]["penultimate"], only["rock.00003"]["penultimate"], atol=1e-5)
+    # the file now holds both taps: read back from the cache, nothing missing
+    again = transfer.embed_items([item], MusicnnFrontEnd(base, ("midend",), 4), tmp_path, log=None)
+    assert set(again["rock.00003"]) == {"penultimate", "midend"}
+
+
 # --- training round trip -----------------------------------------------------
 
 @needs_gtzan

@@ -94,18 +94,23 @@ def embed_items(items, front: MusicnnFrontEnd, cache_dir: Path = CACHE_DIR, log=
     """``{track_id: {tap: (n_patches, ...)}}`` for every item, from the cache or computed and stored.
 
     ``midend`` is stored as float16 (it is 46 × 753 per patch); the other taps as float32.
+    A cached file that lacks one of ``front.taps`` is computed again.
     """
     out = {}
     t0 = time.time()
     for i, it in enumerate(items):
         key = embed_key(it.path, front.base.version)
         f = Path(cache_dir) / key[:2] / f"{key}.npz"
+        cached = None
         if f.is_file():
             with np.load(f) as z:
-                out[it.track_id] = {t: z[t] for t in z.files}
+                cached = {t: z[t] for t in z.files}
+        if cached is not None and set(front.taps) <= set(cached):
+            out[it.track_id] = cached
         else:
             emb = front.patch_embeddings(track_patches(it.path))
-            emb["midend"] = emb["midend"].astype(np.float16)
+            if "midend" in emb:
+                emb["midend"] = emb["midend"].astype(np.float16)
             f.parent.mkdir(parents=True, exist_ok=True)
             tmp = f.with_suffix(".tmp.npz")
             np.savez(tmp, **emb)
@@ -234,13 +239,16 @@ def cross_validate(spec: HeadSpec, items, emb, n_folds: int = 5, seed: int = 0, 
 # ---------------------------------------------------------------- commands
 
 def _load(args, taps=TAPS, log=print):
+    """The dataset's items and their embeddings. ``taps`` are the layers the caller reads;
+    the cache always gets every tap (one forward pass gives them all), so that a later
+    run reading other taps finds them."""
     from tagger.models import registry
 
     items = datasets.load(args.dataset, args.root, None if args.split == "all" else args.split, args.group_size)
     if args.limit:
         items = items[: args.limit]
     base = registry.find(BASE)
-    front = MusicnnFrontEnd(base, taps, MIDEND_POOL)
+    front = MusicnnFrontEnd(base, tuple(dict.fromkeys((*taps, *TAPS))), MIDEND_POOL)
     from tagger.errors import TaggerError
 
     kept, emb = [], {}
