@@ -7,8 +7,9 @@ M4A, then prints:
 
 - end to end: tracks/s of `tagger scan` (embedded default), with and without start-up;
 - bounds, in one process: decode-only (exactly the windows the analysis hears),
-  features-only, model-only (batched, and one track per call), per track; the
-  bound of N workers is N such processes, each as fast as one alone;
+  features-only, model-only (as tagging runs it, one call per stage of a track,
+  and batched across tracks), per track; the bound of N workers is N such
+  processes, each as fast as one alone;
 - the ratio end-to-end / bound, peak RSS per worker, and the time of a second,
   incremental scan of the unchanged library;
 - the incremental re-scan of a large synthetic tree (files recorded as done),
@@ -36,7 +37,7 @@ FORMATS = {"mp3": ["-c:a", "libmp3lame", "-b:a", "192k"], "flac": ["-c:a", "flac
            "ogg": ["-c:a", "libvorbis", "-q:a", "5"], "m4a": ["-c:a", "aac", "-b:a", "192k"]}
 
 
-def build_corpus(out: Path, n_tracks: int, clips_per_track: int) -> list[Path]:
+def build_corpus(out: Path, n_tracks: int, clips_per_track: int, formats: list[str] = list(FORMATS)) -> list[Path]:
     """Join GTZAN clips of one genre into longer tracks, cycling through formats."""
     genres = sorted(p.name for p in GTZAN.iterdir() if p.is_dir() and p.name != "splits")
     clips = {g: sorted((GTZAN / g).glob("*.mp3")) for g in genres}
@@ -45,7 +46,7 @@ def build_corpus(out: Path, n_tracks: int, clips_per_track: int) -> list[Path]:
         genre = genres[i % len(genres)]
         pool = clips[genre]
         chosen = [pool[(i * clips_per_track + k) % len(pool)] for k in range(clips_per_track)]
-        fmt = list(FORMATS)[i % len(FORMATS)]
+        fmt = formats[i % len(formats)]
         dest = out / genre / f"track{i:03d}.{fmt}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         listing = out / f".list{i}.txt"
@@ -57,7 +58,8 @@ def build_corpus(out: Path, n_tracks: int, clips_per_track: int) -> list[Path]:
     return paths
 
 
-def build_corpus_from(music: Path, out: Path, n_tracks: int, seconds: float = 240.0) -> list[Path]:
+def build_corpus_from(music: Path, out: Path, n_tracks: int, seconds: float = 240.0,
+                      formats: list[str] = list(FORMATS)) -> list[Path]:
     """Join consecutive files of a folder of real music (any format ffmpeg reads) into tracks of at
     least ``seconds``, cycling through formats; for music no model here was trained on."""
     from tagger import audio
@@ -80,7 +82,7 @@ def build_corpus_from(music: Path, out: Path, n_tracks: int, seconds: float = 24
             chosen.append(p)
             length += d
             k += 1
-        fmt = list(FORMATS)[i % len(FORMATS)]
+        fmt = formats[i % len(formats)]
         dest = out / "music" / f"track{i:03d}.{fmt}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         inputs = [a for c in chosen for a in ("-i", str(c))]
@@ -93,51 +95,69 @@ def build_corpus_from(music: Path, out: Path, n_tracks: int, seconds: float = 24
     return paths
 
 
-def bounds(paths: list[Path], model_name: str, windows: int = 10, first: int = 3,
-           stop: float = 0.8) -> dict:
+def bounds(paths: list[Path], model_name: str, how) -> dict:
     """Per-track cost of each stage, measured in this one process (single-threaded runtimes).
 
-    Each stage handles exactly the windows the analysis uses: which windows of a
-    track the model hears (progressive hearing, ``tagger.models.progressive``)
-    is found first, untimed; then those windows are decoded, turned into
-    features and run through the model, each stage timed on its own.
+    Each stage handles exactly the windows the analysis hears: which windows of
+    a track the model hears, and in which stages (progressive hearing,
+    ``tagger.models.progressive``), is found first, untimed; then those windows
+    are decoded (one reader per track, stage by stage, as tagging reads them),
+    turned into features and run through the model, each timed on its own. The
+    model runs both as tagging runs it (one call per stage of a track) and
+    batched (8 tracks' windows per call); the bound takes the faster.
     """
-    from tagger import audio, features, formats
+    from tagger import audio, features, formats, worker
+    from tagger.config import Settings
     from tagger.models import progressive, registry, runtime
 
     runtime.set_threads(1)
     model = registry.load(model_name)
+    worker.warm_up(Settings(model=model_name, windows=how.windows, first_windows=how.first,
+                            window_step=how.step, early_stop=how.stop))
     warm = audio.load_clip(paths[0], formats.confirm(paths[0]))  # imports, filterbanks, first-call costs
     features.mel_patches(warm.windows[0], warm.sr)
     features.mfcc_stats(warm.windows[:1], warm.sr)
-    model.predict_batch([warm])  # warm-up: graph tracing
     plans = []
     for p in paths:
         fmt = formats.confirm(p)
-        heard = progressive.hear(model, p, fmt, windows, first, stop)
-        plans.append((p, heard.clip.info, heard.clip.starts))
-    clips = []
+        heard = progressive.hear(model, p, fmt, how)
+        info, starts = audio.plan(p, fmt, n_windows=how.windows)
+        order, k = progressive.stages(len(starts), how.first, how.step), 0
+        heard_stages = []
+        for stage in order:
+            if k >= heard.windows:
+                break
+            heard_stages.append([starts[i] for i in stage])
+            k += len(stage)
+        plans.append((p, info, heard_stages))
+    staged = []
     t = time.perf_counter()
-    for p, info, starts in plans:
-        clips.append(audio.read_windows(p, info, starts))
+    for p, info, heard_stages in plans:
+        with audio.Reader(p, info) as reader:
+            staged.append([reader.read(st) for st in heard_stages])
     t_decode = time.perf_counter() - t
+    clips = [audio.Clip(windows=[w for c in cs for w in c.windows], sr=cs[0].sr, info=cs[0].info) for cs in staged]
     t = time.perf_counter()
     for c in clips:
         for w in c.windows:
             features.mel_patches(w, c.sr)
     t_features = time.perf_counter() - t
     t = time.perf_counter()
+    for cs in staged:  # as tagging runs it: one call per stage (all at once: one call)
+        for c in cs:
+            if model.window_probs(c) is None:
+                model.predict_batch([c])
+    t_staged = time.perf_counter() - t
+    for i in range(0, len(clips), 8):  # every batch size once, untimed: kernels are prepared per shape
+        model.predict_batch(clips[i:i + 8])
+    t = time.perf_counter()
     for i in range(0, len(clips), 8):
         model.predict_batch(clips[i:i + 8])
-    t_model = time.perf_counter() - t
+    t_batched = time.perf_counter() - t
     n = len(paths)
-    out = {"windows_heard": sum(len(c.windows) for c in clips) / n, "decode_ms": 1000 * t_decode / n,
-           "features_ms": 1000 * t_features / n, "model_ms_incl_features": 1000 * t_model / n}
-    t = time.perf_counter()  # batching across files or not: one track per call, as a job runs it
-    for c in clips:
-        model.predict_batch([c])
-    out["model_ms_one_per_call"] = 1000 * (time.perf_counter() - t) / n
-    return out
+    return {"windows_heard": sum(len(c.windows) for c in clips) / n, "decode_ms": 1000 * t_decode / n,
+            "features_ms": 1000 * t_features / n, "model_ms_as_tagging": 1000 * t_staged / n,
+            "model_ms_batched": 1000 * t_batched / n}
 
 
 #: runs the tagger CLI, then prints the process's own peak RSS (VmHWM: this process image
@@ -227,7 +247,10 @@ def main() -> None:
     ap.add_argument("--tree", type=int, default=10_000, help="files in the synthetic re-scan tree")
     ap.add_argument("--model", default="", help="model (default: the default chain's first)")
     ap.add_argument("--windows", type=int, default=10, help="windows planned per track (tagger scan --windows)")
-    ap.add_argument("--first-windows", type=int, default=3, help="windows heard first (tagger scan --first-windows)")
+    ap.add_argument("--first-windows", type=int, default=None, help="windows heard first (tagger scan --first-windows)")
+    ap.add_argument("--window-step", type=int, default=None, help="windows heard at a time after the first "
+                    "(tagger scan --window-step)")
+    ap.add_argument("--formats", default=",".join(FORMATS), help="formats of the corpus, cycled (default: all four)")
     ap.add_argument("--music", type=Path, default=None,
                     help="build the corpus from this folder of real music instead of GTZAN clips "
                          "(e.g. Debian's game soundtracks; see README, Throughput)")
@@ -235,50 +258,65 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.tracks, args.clips_per_track, args.tree = 4, 2, 300
+    formats = args.formats.split(",")
+    if set(formats) - set(FORMATS):
+        ap.error(f"--formats: choose among {', '.join(FORMATS)}")
 
+    from tagger.config import Settings
     from tagger.models import registry
+    from tagger.models.progressive import Hearing
+
+    default = Settings().hearing
+    how = Hearing(args.windows, default.first if args.first_windows is None else args.first_windows,
+                  default.step if args.window_step is None else args.window_step, default.stop)
 
     model = args.model or registry.default_chain()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
         if args.music:
-            paths = build_corpus_from(args.music, tmp, args.tracks, args.clips_per_track * 30.0)
+            paths = build_corpus_from(args.music, tmp, args.tracks, args.clips_per_track * 30.0, formats)
             source = f"joined from {args.music}"
         else:
-            paths = build_corpus(tmp / "music", args.tracks, args.clips_per_track)
+            paths = build_corpus(tmp / "music", args.tracks, args.clips_per_track, formats)
             source = "joined from GTZAN clips of one genre (the default head was trained on them)"
+        os.sync()  # a library at rest: the corpus's writeback would otherwise slow the scans' fsyncs
         from tagger import audio
 
         minutes = sum(audio.probe(p).duration for p in paths) / 60 / len(paths)
-        print(f"corpus: {len(paths)} tracks of {minutes:.1f} min on average ({', '.join(FORMATS)}), {source}; "
+        print(f"corpus: {len(paths)} tracks of {minutes:.1f} min on average ({', '.join(formats)}), {source}; "
               f"built in {time.perf_counter() - t:.0f} s")
         data = tmp / "data"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
         env.update({"TAGGER_DATA_DIR": str(data), "TAGGER_WORKERS": str(args.workers),
                     "TAGGER_DB_URL": f"sqlite:///{data / 'tagger.sqlite3'}", "TAGGER_MIN_CONFIDENCE": "0",
                     "TAGGER_MODEL": model, "TAGGER_CONFIG": str(tmp / "none.toml"),
-                    "TAGGER_WINDOWS": str(args.windows), "TAGGER_FIRST_WINDOWS": str(args.first_windows)})
+                    "TAGGER_WINDOWS": str(how.windows), "TAGGER_FIRST_WINDOWS": str(how.first),
+                    "TAGGER_WINDOW_STEP": str(how.step), "TAGGER_EARLY_STOP": str(how.stop)})
 
         summary, wall = scan(env, tmp / "music", "--dry-run")
         steady = steady_rate(env["TAGGER_DB_URL"], summary["scan_id"])
         rescan, rescan_wall = scan(env, tmp / "music")  # dry run recorded nothing as done: a real run
+        steady_writes = steady_rate(env["TAGGER_DB_URL"], rescan["scan_id"])
         second, second_wall = scan(env, tmp / "music")
-        hearing = {"windows": args.windows, "first": args.first_windows, "stop": 0.8}
-        b = bounds(paths, model, **hearing)
-        per_track_bound = (b["decode_ms"] + b["model_ms_incl_features"]) / 1000
-        naive_rate = args.workers / per_track_bound
-        print(f"model: {model}; {args.workers} worker processes; windows {args.windows}, first "
-              f"{args.first_windows}: {b['windows_heard']:.2f} windows heard per track")
+        b = bounds(paths, model, how)
+        model_ms = min(b["model_ms_as_tagging"], b["model_ms_batched"])
+        naive_rate = args.workers / ((b["decode_ms"] + model_ms) / 1000)
+        print(f"model: {model}; {args.workers} worker processes; windows {how.windows}, first {how.first}, "
+              f"then {how.step or 'the rest'} at a time, stop at {how.stop}: "
+              f"{b['windows_heard']:.2f} windows heard per track")
         print(f"end to end (dry run), start-up included: {len(paths) / wall:6.2f} tracks/s ({wall:.1f} s)")
         print(f"end to end (dry run), start-up excluded: {steady or float('nan'):6.2f} tracks/s")
-        print(f"end to end with tag writes, start-up included: {len(paths) / rescan_wall:6.2f} tracks/s")
+        print(f"end to end with tag writes, start-up included: {len(paths) / rescan_wall:6.2f} tracks/s "
+              f"({rescan_wall:.1f} s)")
+        print(f"end to end with tag writes, start-up excluded: {steady_writes or float('nan'):6.2f} tracks/s")
         print(f"bound per track, one process alone: decode {b['decode_ms']:.0f} ms, features {b['features_ms']:.0f} ms, "
-              f"model incl. features {b['model_ms_incl_features']:.0f} ms")
-        print(f"model incl. features, ms per track: 8 tracks per call {b['model_ms_incl_features']:.0f}, "
-              f"1 track per call {b['model_ms_one_per_call']:.0f}")
+              f"model incl. features {model_ms:.0f} ms")
+        print(f"model incl. features, ms per track: one call per stage (as tagging) {b['model_ms_as_tagging']:.0f}, "
+              f"8 tracks per call {b['model_ms_batched']:.0f}")
         print(f"bound with {args.workers} processes (each as fast as one alone): {naive_rate:6.2f} tracks/s")
-        print(f"ratio end-to-end (start-up excluded) / bound: {(steady or 0) / naive_rate:.2f}")
+        print(f"ratio end-to-end (start-up excluded) / bound: dry run {(steady or 0) / naive_rate:.2f}, "
+              f"with tag writes {(steady_writes or 0) / naive_rate:.2f}")
         rss = peak_rss_mb(data / "worker.log")
         print(f"peak RSS per worker: {', '.join(f'{r:.0f} MB' for r in rss) or 'n/a'}")
         print(f"second scan of the unchanged library: {second_wall:.2f} s ({second['unchanged']} unchanged)")

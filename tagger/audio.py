@@ -195,30 +195,80 @@ def read_windows(
     window: int = features.PATCH_SAMPLES,
 ) -> Clip:
     """Decode the windows starting at ``starts`` (from ``plan``); no silence check."""
-    path = Path(path)
-    if info.decoder == "soundfile":
-        try:
-            windows = _read_soundfile(path, info, starts, window, sr)
-        except UnreadableAudio as exc:
-            # libsndfile gives up on damaged streams that ffmpeg decodes past (it resyncs)
-            if shutil.which("ffmpeg") is None:
-                raise
+    with Reader(path, info, sr, window) as reader:
+        return reader.read(starts)
+
+
+class Reader:
+    """Windows of one file, read in as many calls as needed through one open decoder.
+
+    Progressive hearing reads a track in stages; each stage through a new
+    decoder would redo work: libsndfile seeks in an MP3 by scanning its frames
+    from the start (15 ms to reach the end of a 7 MB file), and keeps that
+    index only while the file is open. A decoder that fails falls back to the
+    ffmpeg command line, for that call and every later one.
+    """
+
+    def __init__(self, path: str | Path, info: AudioInfo, sr: int = features.SR,
+                 window: int = features.PATCH_SAMPLES):
+        self.path, self.info, self.sr, self.window = Path(path), info, sr, window
+        self._handle = None  # the open sf.SoundFile or PyAV container
+        self._cli = info.decoder not in ("soundfile", "av")
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def read(self, starts: list[float]) -> Clip:
+        """The windows starting at ``starts``; raises UnreadableAudio when none can be decoded."""
+        if self._cli:
+            windows = _read_ffmpeg(self.path, self.info, starts, self.window, self.sr)
+        else:
             try:
-                windows = _read_ffmpeg(path, info, starts, window, sr)
-            except UnreadableAudio as second:
-                # "truncated" says more than libsndfile's lost sync; otherwise keep the first reason
-                raise (second if second.message.startswith("truncated") else exc) from None
-    elif info.decoder == "av":
+                windows = self._read_open(starts)
+            except UnreadableAudio as exc:
+                # libsndfile gives up on damaged streams that ffmpeg decodes past (it resyncs);
+                # a stream PyAV could not finish (damaged, truncated): the command line says how
+                self.close()
+                self._cli = True
+                if shutil.which("ffmpeg") is None:
+                    raise
+                if self.info.decoder == "av":
+                    windows = _read_ffmpeg(self.path, self.info, starts, self.window, self.sr)
+                else:
+                    try:
+                        windows = _read_ffmpeg(self.path, self.info, starts, self.window, self.sr)
+                    except UnreadableAudio as second:
+                        # "truncated" says more than libsndfile's lost sync; otherwise keep the first reason
+                        raise (second if second.message.startswith("truncated") else exc) from None
+        return Clip(windows=windows, sr=self.sr, info=self.info, starts=list(starts[: len(windows)]))
+
+    def _read_open(self, starts: list[float]) -> list[np.ndarray]:
+        if self.info.decoder == "soundfile":
+            import soundfile as sf
+
+            try:
+                if self._handle is None:
+                    self._handle = sf.SoundFile(str(self.path))
+                return _read_soundfile(self._handle, self.info, starts, self.window, self.sr)
+            except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+                detail = " ".join(str(exc).replace("Error :", "").split()).rstrip(".")
+                raise UnreadableAudio(f"corrupt audio: the decoder failed ({detail})") from None
+        import av
+
         try:
-            windows = _read_av(path, info, starts, window, sr)
-        except UnreadableAudio:
-            # a stream PyAV could not finish (damaged, truncated): the command line says how
-            if shutil.which("ffmpeg") is None:
-                raise
-            windows = _read_ffmpeg(path, info, starts, window, sr)
-    else:
-        windows = _read_ffmpeg(path, info, starts, window, sr)
-    return Clip(windows=windows, sr=sr, info=info, starts=list(starts[: len(windows)]))
+            if self._handle is None:
+                self._handle = av.open(str(self.path))
+            return _read_av(self._handle, starts, self.window, self.sr)
+        except av.FFmpegError as exc:
+            raise UnreadableAudio(f"decoding failed ({exc})") from None
 
 
 def _fit(y: np.ndarray, n: int) -> np.ndarray:
@@ -234,26 +284,20 @@ def _to_mono(x: np.ndarray) -> np.ndarray:
     return x @ np.full(x.shape[1], 1.0 / x.shape[1], dtype=np.float32)
 
 
-def _read_soundfile(path: Path, info: AudioInfo, starts: list[float], window: int, sr: int) -> list[np.ndarray]:
-    import soundfile as sf
-
+def _read_soundfile(f, info: AudioInfo, starts: list[float], window: int, sr: int) -> list[np.ndarray]:
+    """Every window from the open ``soundfile.SoundFile`` ``f``; libsndfile's errors propagate."""
     need = int(np.ceil(window * info.samplerate / sr))
     out = []
     ends_at = None
-    try:
-        with sf.SoundFile(str(path)) as f:
-            for start in starts:
-                offset = int(round(start * info.samplerate))
-                f.seek(min(offset, max(info.frames - 1, 0)))
-                x = f.read(need, dtype="float32", always_2d=True)
-                if len(x) < need:
-                    # the file holds less audio than its header declares: truncated
-                    ends_at = (offset + len(x)) / info.samplerate
-                    break
-                out.append(_fit(features.resample(_to_mono(x), info.samplerate, sr), window))
-    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        detail = " ".join(str(exc).replace("Error :", "").split()).rstrip(".")
-        raise UnreadableAudio(f"corrupt audio: the decoder failed ({detail})") from None
+    for start in starts:
+        offset = int(round(start * info.samplerate))
+        f.seek(min(offset, max(info.frames - 1, 0)))
+        x = f.read(need, dtype="float32", always_2d=True)
+        if len(x) < need:
+            # the file holds less audio than its header declares: truncated
+            ends_at = (offset + len(x)) / info.samplerate
+            break
+        out.append(_fit(features.resample(_to_mono(x), info.samplerate, sr), window))
     if not out:
         if ends_at is not None:
             raise UnreadableAudio(
@@ -262,31 +306,26 @@ def _read_soundfile(path: Path, info: AudioInfo, starts: list[float], window: in
     return out
 
 
-def _read_av(path: Path, info: AudioInfo, starts: list[float], window: int, sr: int) -> list[np.ndarray]:
-    """Every window through PyAV: seek a little before it, decode, cut at its first sample.
+def _read_av(c, starts: list[float], window: int, sr: int) -> list[np.ndarray]:
+    """Every window from the open PyAV container ``c``: seek a little before it, decode, cut at its
+    first sample.
 
     Times count from the stream's first sample (its ``start_time``), as the
     ffmpeg command line's ``-ss`` and libsndfile's frame offsets do. Raises
-    UnreadableAudio when a window cannot be decoded in full.
+    UnreadableAudio when a window cannot be decoded in full; PyAV's errors propagate.
     """
-    import av
-
-    try:
-        with av.open(str(path)) as c:
-            st = c.streams.audio[0]
-            native = int(st.codec_context.sample_rate)
-            need = int(np.ceil(window * native / sr))
-            tb = st.time_base
-            base = st.start_time or 0
-            out = []
-            for start in starts:
-                # decoders need a little audio before the window to settle (AAC overlaps frames)
-                c.seek(base + int(max(0.0, start - SEEK_PREROLL_S) / tb), stream=st, backward=True)
-                x = _decode_from(c, st, native, base, start, need)
-                out.append(_fit(features.resample(_to_mono(x), native, sr), window))
-            return out
-    except av.FFmpegError as exc:
-        raise UnreadableAudio(f"decoding failed ({exc})") from None
+    st = c.streams.audio[0]
+    native = int(st.codec_context.sample_rate)
+    need = int(np.ceil(window * native / sr))
+    tb = st.time_base
+    base = st.start_time or 0
+    out = []
+    for start in starts:
+        # decoders need a little audio before the window to settle (AAC overlaps frames)
+        c.seek(base + int(max(0.0, start - SEEK_PREROLL_S) / tb), stream=st, backward=True)
+        x = _decode_from(c, st, native, base, start, need)
+        out.append(_fit(features.resample(_to_mono(x), native, sr), window))
+    return out
 
 
 #: seconds decoded before a window after a seek, then dropped

@@ -121,13 +121,15 @@ def _print_summary(summary: dict) -> None:
               help="3 s windows analysed per track, spread over it (default 10; fewer is faster and a little "
                    "less accurate: see README, Throughput).")
 @click.option("--first-windows", type=click.IntRange(0, 64),
-              help="Windows heard first; the others only when the model is unsure (default 3; 0: all at once).")
+              help="Windows heard first; more only while the model is unsure (default 3; 0: all at once).")
+@click.option("--window-step", type=click.IntRange(0, 64),
+              help="Windows heard at a time after the first ones (default 2; 0: all the others at once).")
 @click.option("--wait/--no-wait", default=None, help="With Redis: follow the scan until done (default: return after queueing).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
-def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, windows, first_windows, wait,
-         as_json, quiet):
+def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, windows, first_windows, window_step,
+         wait, as_json, quiet):
     """Find audio files under PATHS, predict their genres and write them into their tags.
 
     Files unchanged since their last analysis are skipped. With no broker
@@ -139,7 +141,8 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
     from tagger.worker import ProcessGroup
 
     settings = _settings(ctx, workers=workers, min_confidence=min_confidence, model=model,
-                         overwrite=overwrite or None, windows=windows, first_windows=first_windows)
+                         overwrite=overwrite or None, windows=windows, first_windows=first_windows,
+                         window_step=window_step)
     try:
         scan_mod.prepare_database(settings)
         names = Predictor.from_settings(settings.model, settings.model_dirs).names
@@ -153,7 +156,8 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
         _fail(exc)
     options = scan_mod.ScanOptions(dry_run=dry_run, force=force, min_confidence=settings.min_confidence,
                                    overwrite=settings.overwrite, model=settings.model, windows=settings.windows,
-                                   first_windows=settings.first_windows, early_stop=settings.early_stop)
+                                   first_windows=settings.first_windows, window_step=settings.window_step,
+                                   early_stop=settings.early_stop)
     scan_id = scan_mod.create(settings, list(paths), options)
     bar = _Bar(enabled=not quiet and not as_json)
     group: Optional[ProcessGroup] = None
@@ -467,14 +471,15 @@ def models(ctx, as_json):
 @click.option("--model", help="Model to evaluate (default: the first of the default chain).")
 @click.option("--windows", type=click.IntRange(1, 64), help="3 s windows per track, as `tagger scan --windows` (default 10).")
 @click.option("--first-windows", type=click.IntRange(0, 64), help="As `tagger scan --first-windows` (default 3).")
+@click.option("--window-step", type=click.IntRange(0, 64), help="As `tagger scan --window-step` (default 2).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def evaluate(ctx, path, labels, from_tags, model, windows, first_windows, as_json):
+def evaluate(ctx, path, labels, from_tags, model, windows, first_windows, window_step, as_json):
     """Measure a model on a labeled folder: accuracy, macro-F1, per class, confusion matrix."""
     from tagger import evaluate as ev
     from tagger.models import registry
 
-    settings = _settings(ctx, windows=windows, first_windows=first_windows)
+    settings = _settings(ctx, windows=windows, first_windows=first_windows, window_step=window_step)
     try:
         name = model or settings.model or registry.default_chain(settings.model_dirs)[0]
     except IndexError:
@@ -488,8 +493,7 @@ def evaluate(ctx, path, labels, from_tags, model, windows, first_windows, as_jso
     if not items:
         raise click.ClickException(f"no labeled audio files found under {path}")
     try:
-        result = ev.evaluate(items, name, settings.model_dirs, windows=settings.windows,
-                             first_windows=settings.first_windows, early_stop=settings.early_stop)
+        result = ev.evaluate(items, name, settings.model_dirs, settings.hearing)
     except TaggerError as exc:
         _fail(exc)
     click.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else ev.render_text(result))

@@ -48,10 +48,12 @@ class Settings:
     model: str = ""
     #: 3 s windows analysed per track, spread over it (fewer: faster, a little less accurate)
     windows: int = 10
-    #: windows heard first; the rest only when the model's confidence is below early_stop (0: all at once)
+    #: windows heard first; more only while the model's confidence is below early_stop (0: all at once)
     first_windows: int = 3
-    #: top probability at which the first windows decide a track
-    early_stop: float = 0.8
+    #: windows heard at a time after the first ones (0: all the others at once)
+    window_step: int = 2
+    #: top probability at which the windows heard so far decide a track
+    early_stop: float = 0.7
     #: musicnn's arithmetic: auto (bfloat16 where the CPU has it in hardware), float32, bfloat16
     precision: str = "auto"
     #: extra directories searched for model cards before the shipped ones
@@ -72,6 +74,13 @@ class Settings:
     max_upload_mb: int = 200
     #: ``tagger serve``: longest audio accepted for a prediction, seconds
     max_duration_s: float = 3600.0
+
+    @property
+    def hearing(self):
+        """How much of each track the model hears (``tagger.models.progressive.Hearing``)."""
+        from tagger.models.progressive import Hearing
+
+        return Hearing(self.windows, self.first_windows, self.window_step, self.early_stop)
 
     @property
     def database_url(self) -> str:
@@ -110,6 +119,7 @@ class Settings:
             "TAGGER_PRECISION": self.precision,
             "TAGGER_WINDOWS": str(self.windows),
             "TAGGER_FIRST_WINDOWS": str(self.first_windows),
+            "TAGGER_WINDOW_STEP": str(self.window_step),
             "TAGGER_EARLY_STOP": str(self.early_stop),
         }
 
@@ -185,6 +195,8 @@ def load(
         raise ConfigError(f"precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
     if "first_windows" in values and not 0 <= values["first_windows"] <= MAX_WINDOWS:
         raise ConfigError(f"first_windows must be between 0 and {MAX_WINDOWS}")
+    if "window_step" in values and not 0 <= values["window_step"] <= MAX_WINDOWS:
+        raise ConfigError(f"window_step must be between 0 and {MAX_WINDOWS}")
     if "early_stop" in values and not 0.0 <= values["early_stop"] <= 1.0:
         raise ConfigError("early_stop must be between 0 and 1")
     if "windows" in values and not 1 <= values["windows"] <= MAX_WINDOWS:

@@ -69,8 +69,7 @@ def scores(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
     }
 
 
-def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), windows: int = 10,
-             first_windows: int = 3, early_stop: float = 0.8) -> dict:
+def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), how=None) -> dict:
     """Run ``model_name`` on every ``(path, genre)`` and score it.
 
     True genres are matched to the model's labels ignoring case and punctuation;
@@ -78,7 +77,9 @@ def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), wind
     Files that cannot be decoded are listed under ``errors`` and not scored.
     """
     from tagger.models import registry
-    from tagger.models.progressive import hear
+    from tagger.models.progressive import Hearing, hear
+
+    how = how or Hearing()
 
     model = registry.load(model_name, extra=list(model_dirs))
     card_labels = list(model.card.labels)
@@ -88,7 +89,7 @@ def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), wind
         path = Path(path)
         g = by_norm.get(_norm(genre), genre.strip())
         try:
-            heard = hear(model, path, None, windows, first_windows, early_stop)
+            heard = hear(model, path, None, how)
         except (TaggerError, OSError) as exc:
             errors.append({"path": str(path), "error": str(exc)})
             continue
@@ -103,9 +104,10 @@ def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), wind
     result.update(
         model=model.card.name,
         version=model.card.version,
-        windows=windows,
-        first_windows=first_windows,
-        early_stop=early_stop,
+        windows=how.windows,
+        first_windows=how.first,
+        window_step=how.step,
+        early_stop=how.stop,
         mean_windows_heard=round(float(np.mean(heard_windows)), 2) if heard_windows else None,
         unknown_labels=unknown,
         errors=errors,
@@ -127,7 +129,8 @@ def render_text(result: dict) -> str:
     ]
     if result.get("mean_windows_heard") is not None:
         lines.append(f"windows heard per file: {result['mean_windows_heard']:.2f} of {result['windows']} planned "
-                     f"(first {result['first_windows']}, stop at {result['early_stop']})")
+                     f"(first {result['first_windows']}, then {result['window_step'] or 'the rest'} at a time, "
+                     f"stop at {result['early_stop']})")
     if result["unknown_labels"]:
         lines.append("labels the model cannot output: " + ", ".join(result["unknown_labels"]))
     width = max([len(lab) for lab in result["labels"]] + [5])

@@ -26,6 +26,7 @@ from tagger.db.engine import session_scope
 from tagger.errors import FileMissing, TaggerError, TransientError, UnsupportedFormat
 from tagger.models.base import Prediction
 from tagger.models.predictor import Predictor
+from tagger.models.progressive import Hearing
 
 log = logging.getLogger("tagger.pipeline")
 
@@ -130,8 +131,7 @@ def predict_path(path: str, settings: Settings, model: str = "") -> tuple[Predic
     if os.path.getsize(path) == 0:
         raise UnsupportedFormat("empty file (0 bytes)")
     fmt = formats.confirm(path)
-    prediction, heard = predictor_for(model or settings.model, settings.model_dirs).hear(
-        path, fmt, settings.windows, settings.first_windows, settings.early_stop)
+    prediction, heard = predictor_for(model or settings.model, settings.model_dirs).hear(path, fmt, settings.hearing)
     return prediction, heard.clip
 
 
@@ -156,10 +156,11 @@ def _run(job: Job, settings: Settings) -> tuple[str, Prediction, Optional[dict]]
 
     opts = job.options
     predictor = predictor_for(opts.get("model") or settings.model, settings.model_dirs)
-    prediction, heard = predictor.hear(
-        job.path, fmt, int(opts.get("windows") or settings.windows),
-        int(opts.get("first_windows", settings.first_windows)),
-        float(opts.get("early_stop", settings.early_stop)))
+    how = Hearing(int(opts.get("windows") or settings.windows),
+                  int(opts.get("first_windows", settings.first_windows)),
+                  int(opts.get("window_step", settings.window_step)),
+                  float(opts.get("early_stop", settings.early_stop)))
+    prediction, heard = predictor.hear(job.path, fmt, how)
     log.debug("%s: heard %d of %d windows", job.path, heard.windows, heard.planned)
 
     current = tags.read(job.path, fmt)

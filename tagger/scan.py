@@ -31,7 +31,8 @@ class ScanOptions:
     model: str = ""
     windows: int = 10
     first_windows: int = 3
-    early_stop: float = 0.8
+    window_step: int = 2
+    early_stop: float = 0.7
 
 
 @dataclass

@@ -78,6 +78,7 @@ def warm_up(settings: Settings) -> None:
     import numpy as np
 
     from tagger import audio, features, pipeline
+    from tagger.models import progressive
 
     started = time.monotonic()
     try:
@@ -87,7 +88,11 @@ def warm_up(settings: Settings) -> None:
         info = audio.AudioInfo(features.PATCH_SAMPLES, features.SR, 1, "warm-up")
         clip = audio.Clip(windows=[silence], sr=features.SR, info=info)
         model.predict_batch([clip])
-        model.window_probs(clip)  # the progressive path (None where the model has none)
+        # the progressive path (None where the model has none), at every batch size it will
+        # use: a runtime prepares its kernels once per input shape (oneDNN: ≈ 30 ms each)
+        h = settings.hearing
+        for size in sorted({len(s) for s in progressive.stages(h.windows, h.first, h.step)}):
+            model.window_probs(audio.Clip(windows=[silence] * size, sr=features.SR, info=info))
         # the decoders' and taggers' imports (PyAV alone costs ≈ 0.3 s)
         import av  # noqa: F401
         import mutagen.flac  # noqa: F401

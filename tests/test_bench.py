@@ -27,7 +27,9 @@ def test_throughput_benchmark_quick_mode_runs_and_reports_every_figure(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert _figure(out, r"start-up included:\s+([0-9.]+) tracks/s") > 0
-    assert _figure(out, r"start-up excluded:\s+([0-9.]+) tracks/s") > 0
+    assert _figure(out, r"\(dry run\), start-up excluded:\s+([0-9.]+) tracks/s") > 0
+    assert _figure(out, r"tag writes, start-up excluded:\s+([0-9.]+) tracks/s") > 0
+    assert _figure(out, r"ratio end-to-end .* with tag writes ([0-9.]+)") > 0
     assert _figure(out, r"each as fast as one alone\):\s+([0-9.]+) tracks/s") > 0
     assert _figure(out, r"decode ([0-9.]+) ms") > 0
     assert _figure(out, r"peak RSS per worker: ([0-9.]+) MB") > 50

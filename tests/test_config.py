@@ -4,6 +4,7 @@ import pytest
 
 from tagger import config
 from tagger.errors import ConfigError
+from tagger.models.progressive import Hearing
 
 
 def test_precedence_defaults_file_env_flags(tmp_path):
@@ -70,11 +71,18 @@ def test_precision_setting(tmp_path):
 def test_progressive_settings(tmp_path):
     none = tmp_path / "none.toml"
     s = config.load(config_file=none, environ={})
-    assert (s.first_windows, s.early_stop) == (3, 0.8)
-    s = config.load(config_file=none, environ={"TAGGER_FIRST_WINDOWS": "0", "TAGGER_EARLY_STOP": "0.9"})
-    assert (s.first_windows, s.early_stop) == (0, 0.9)
-    assert s.to_env()["TAGGER_FIRST_WINDOWS"] == "0" and s.to_env()["TAGGER_EARLY_STOP"] == "0.9"
+    assert (s.first_windows, s.window_step, s.early_stop) == (3, 2, 0.7)
+    s = config.load(config_file=none, environ={"TAGGER_FIRST_WINDOWS": "0", "TAGGER_EARLY_STOP": "0.9",
+                                               "TAGGER_WINDOW_STEP": "1"})
+    assert (s.first_windows, s.window_step, s.early_stop) == (0, 1, 0.9)
+    assert s.hearing == Hearing(10, 0, 1, 0.9)
+    env = s.to_env()
+    assert (env["TAGGER_FIRST_WINDOWS"], env["TAGGER_WINDOW_STEP"], env["TAGGER_EARLY_STOP"]) == ("0", "1", "0.9")
+    # a child process given that environment has the same settings
+    assert config.load(config_file=none, environ=env).hearing == s.hearing
     with pytest.raises(ConfigError, match="early_stop must be between 0 and 1"):
         config.load(config_file=none, environ={"TAGGER_EARLY_STOP": "1.5"})
     with pytest.raises(ConfigError, match="first_windows must be between 0 and 64"):
         config.load(config_file=none, environ={"TAGGER_FIRST_WINDOWS": "-1"})
+    with pytest.raises(ConfigError, match="window_step must be between 0 and 64"):
+        config.load(config_file=none, environ={"TAGGER_WINDOW_STEP": "65"})

@@ -227,17 +227,17 @@ def _analyse_as(analysis_id, settings, uid, gid):
 
 
 def test_windows_option_sets_what_the_model_hears(settings, audio_factory, monkeypatch):
-    # the scan's option reaches the decoder: the real read_windows runs, its windows are counted
+    # the scan's option reaches the decoder: the real reader runs, its windows are counted
     path = audio_factory("flac", name="w.flac", seconds=60)
     seen = []
-    real = pipeline.audio.read_windows
+    real = pipeline.audio.Reader.read
 
-    def spy(*a, **k):
-        clip = real(*a, **k)
+    def spy(self, starts):
+        clip = real(self, starts)
         seen.append(len(clip.windows))
         return clip
 
-    monkeypatch.setattr(pipeline.audio, "read_windows", spy)
+    monkeypatch.setattr(pipeline.audio.Reader, "read", spy)
     tops = {}
     for n in (1, 3, 10):
         _, (aid,) = _queue(settings, [path], dry_run=True, windows=n, first_windows=0)

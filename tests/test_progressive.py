@@ -22,6 +22,21 @@ def model():
     return registry.load(DEFAULT)
 
 
+def test_stages_hear_every_window_once_the_first_spread_then_a_few_at_a_time():
+    assert progressive.stages(10, 3, 2) == [[2, 4, 7], [1, 8], [3, 6], [0, 9], [5]]
+    assert progressive.stages(10, 3, 0) == [[2, 4, 7], [0, 1, 3, 5, 6, 8, 9]]
+    assert progressive.stages(10, 0, 2) == [list(range(10))]
+    assert progressive.stages(4, 4, 1) == [list(range(4))]
+    for n in range(1, 16):
+        for first in range(0, n + 2):
+            for step in range(0, 5):
+                order = progressive.stages(n, first, step)
+                assert sorted(i for s in order for i in s) == list(range(n))
+                assert all(order)  # no empty stage
+                if 0 < first < n and 0 < step:
+                    assert all(len(s) == step for s in order[1:-1]) and len(order[-1]) <= step
+
+
 def test_first_windows_are_spread_away_from_the_ends():
     assert progressive.first_indices(10, 3) == [2, 4, 7]
     assert progressive.first_indices(10, 1) == [4]  # round half to even: the middle
@@ -34,7 +49,7 @@ def test_first_windows_are_spread_away_from_the_ends():
 @needs_gtzan
 def test_a_clear_track_stops_after_the_first_windows(model):
     path = GTZAN / "metal" / "metal.00000.mp3"
-    heard = progressive.hear(model, path, "mp3", windows=10, first=3, stop=0.8)
+    heard = progressive.hear(model, path, "mp3", progressive.Hearing(10, 3, 0, 0.8))
     assert heard.planned == 9  # a 30 s clip holds nine 3.04 s windows back to back
     assert heard.windows == 3 and len(heard.clip.windows) == 3
     assert model.card.labels[int(np.argmax(heard.probs))] == "metal" and heard.probs.max() >= 0.8
@@ -42,10 +57,10 @@ def test_a_clear_track_stops_after_the_first_windows(model):
 
 
 @needs_gtzan
-@pytest.mark.parametrize("name", ["jazz/jazz.00003.mp3", "rock/rock.00004.mp3"])
-def test_an_unsure_track_hears_everything_and_gets_the_all_at_once_answer(model, name):
+@pytest.mark.parametrize("name,step", [("jazz/jazz.00003.mp3", 0), ("rock/rock.00004.mp3", 2)])
+def test_an_unsure_track_hears_everything_and_gets_the_all_at_once_answer(model, name, step):
     path = GTZAN / name
-    heard = progressive.hear(model, path, "mp3", windows=10, first=3, stop=1.01)  # never sure enough
+    heard = progressive.hear(model, path, "mp3", progressive.Hearing(10, 3, step, 1.01))  # never sure enough
     whole = audio.load_clip(path, "mp3", n_windows=10)
     assert heard.windows == heard.planned == len(whole.windows)
     # equal up to arithmetic: in bfloat16, batches of other sizes round differently (≈1e-5)
@@ -55,7 +70,7 @@ def test_an_unsure_track_hears_everything_and_gets_the_all_at_once_answer(model,
 @needs_gtzan
 def test_models_whose_answer_does_not_split_by_window_hear_everything():
     fallback = registry.load("gtzan-logreg")  # MFCC statistics over all windows together
-    heard = progressive.hear(fallback, GTZAN / "blues" / "blues.00001.mp3", "mp3", windows=10, first=3, stop=0.0)
+    heard = progressive.hear(fallback, GTZAN / "blues" / "blues.00001.mp3", "mp3", progressive.Hearing(10, 3, 2, 0.0))
     assert heard.windows == heard.planned
 
 
@@ -70,12 +85,12 @@ def test_silent_first_windows_are_not_taken_for_a_silent_track(model, tmp_path):
     for i in progressive.first_indices(len(starts), 3):
         y[int(starts[i] * sr): int((starts[i] + window_s) * sr) + 1] = 0.0
     sf.write(str(path), y, sr)
-    heard = progressive.hear(model, path, "wav", windows=10, first=3, stop=0.8)
+    heard = progressive.hear(model, path, "wav", progressive.Hearing(10, 3, 2, 0.8))
     assert heard.windows == heard.planned
     # and a silent file is still an error
     sf.write(str(tmp_path / "quiet.wav"), np.zeros((sr * 40, 2), np.float32), sr)
     with pytest.raises(UnreadableAudio, match="silent"):
-        progressive.hear(model, tmp_path / "quiet.wav", "wav", windows=10, first=3, stop=0.8)
+        progressive.hear(model, tmp_path / "quiet.wav", "wav")
 
 
 def test_training_table_counts_windows_and_scores_like_tagging():

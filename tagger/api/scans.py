@@ -49,7 +49,7 @@ class ScanRunner:
         options = scan_mod.ScanOptions(dry_run=dry_run, force=force, min_confidence=self.settings.min_confidence,
                                        overwrite=self.settings.overwrite, model=self.settings.model,
                                        windows=self.settings.windows, first_windows=self.settings.first_windows,
-                                       early_stop=self.settings.early_stop)
+                                       window_step=self.settings.window_step, early_stop=self.settings.early_stop)
         scan_id = scan_mod.create(self.settings, roots, options)
         with self._lock:
             self._active.add(scan_id)

@@ -14,7 +14,7 @@ from tagger.models import registry
 from tagger.models.base import Model, Prediction
 
 if TYPE_CHECKING:
-    from tagger.models.progressive import Heard
+    from tagger.models.progressive import Heard, Hearing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,12 +53,12 @@ class Predictor:
         detail = "; ".join(f"{n}: {e}" for n, e in self._failed_loads.items())
         raise ModelMissing(f"no usable genre model ({detail or 'none installed'})")
 
-    def hear(self, path: str, fmt: str, windows: int, first: int, stop: float) -> tuple[Prediction, "Heard"]:
+    def hear(self, path: str, fmt: str, how: "Hearing") -> tuple[Prediction, "Heard"]:
         """Decode and predict one file, progressively where the model allows (``tagger.models.progressive``)."""
         from tagger.models.progressive import hear
 
         def ask(model: Model) -> tuple[Prediction, "Heard"]:
-            heard = hear(model, path, fmt, windows, first, stop)
+            heard = hear(model, path, fmt, how)
             return model.to_prediction(heard.probs), heard
 
         return self._first_answer(ask)
