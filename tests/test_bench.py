@@ -30,6 +30,7 @@ def test_throughput_benchmark_quick_mode_runs_and_reports_every_figure(tmp_path)
     assert _figure(out, r"\(dry run\), start-up excluded:\s+([0-9.]+) tracks/s") > 0
     assert _figure(out, r"tag writes, start-up excluded:\s+([0-9.]+) tracks/s") > 0
     assert _figure(out, r"ratio end-to-end .* with tag writes ([0-9.]+)") > 0
+    assert _figure(out, r"tag read and write per track, one process alone: ([0-9.]+) ms") > 0
     assert _figure(out, r"each as fast as one alone\):\s+([0-9.]+) tracks/s") > 0
     assert _figure(out, r"decode ([0-9.]+) ms") > 0
     assert _figure(out, r"peak RSS per worker: ([0-9.]+) MB") > 50
