@@ -128,9 +128,13 @@ def render_text(result: dict) -> str:
         f"accuracy {fmt(result['accuracy'])}   macro-F1 {fmt(result['macro_f1'])}",
     ]
     if result.get("mean_windows_heard") is not None:
+        if 0 < result["first_windows"] < result["windows"]:
+            how = (f"first {result['first_windows']}, then {result['window_step'] or 'the rest'} at a time, "
+                   f"stop at {result['early_stop']}")
+        else:
+            how = "all at once"
         lines.append(f"windows heard per file: {result['mean_windows_heard']:.2f} of {result['windows']} planned "
-                     f"(first {result['first_windows']}, then {result['window_step'] or 'the rest'} at a time, "
-                     f"stop at {result['early_stop']})")
+                     f"({how})")
     if result["unknown_labels"]:
         lines.append("labels the model cannot output: " + ", ".join(result["unknown_labels"]))
     width = max([len(lab) for lab in result["labels"]] + [5])

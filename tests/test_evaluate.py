@@ -35,6 +35,8 @@ def test_evaluate_scores_what_the_model_predicts(gtzan, test_model_dir, tmp_path
     assert res["macro_f1"] == round(np.mean([res["per_class"][lab]["f1"] for lab in tested]), 4)
     text = render_text(res)
     assert f"accuracy {res['accuracy']:.3f}" in text and "rock" in text and "1 unreadable" in text
+    assert "(first 3, then 2 at a time, stop at 0.7)" in text
+    assert "(all at once)" in render_text(res | {"first_windows": 0})
 
 
 def test_label_sources(gtzan, tmp_path):
