@@ -38,12 +38,15 @@ def audio_format(name: str) -> str | None:
     return EXTENSIONS.get(os.path.splitext(name)[1].lower())
 
 
-def walk(roots: Iterable[str | Path]) -> Iterator[Found | Problem]:
+def walk(roots: Iterable[str | Path], within: Iterable[str] | None = None) -> Iterator[Found | Problem]:
     """Yield every audio file under ``roots`` once (and every unreadable place).
 
     Symlinks are followed, but a directory or file reached twice (a loop, or a
-    link to something already found) is yielded only the first time.
+    link to something already found) is yielded only the first time. With
+    ``within`` (folders; ``tagger serve``'s library roots), a symlink whose
+    target lies outside all of them is not followed: a Problem says so.
     """
+    bounds = None if within is None else tuple(os.path.realpath(w) for w in within)
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
     for root in roots:
@@ -85,6 +88,10 @@ def walk(roots: Iterable[str | Path]) -> Iterator[Found | Problem]:
                     elif audio_format(entry.name):
                         yield Problem(entry.path, f"cannot read: {exc.strerror or exc}")
                     continue
+                wanted = stat_mod.S_ISDIR(est.st_mode) or (stat_mod.S_ISREG(est.st_mode) and audio_format(entry.name))
+                if wanted and bounds is not None and entry.is_symlink() and not _inside(entry.path, bounds):
+                    yield Problem(entry.path, "symlink leads outside the library roots; not followed")
+                    continue
                 if stat_mod.S_ISDIR(est.st_mode):
                     subdirs.append(entry.path)
                 elif stat_mod.S_ISREG(est.st_mode):
@@ -92,6 +99,11 @@ def walk(roots: Iterable[str | Path]) -> Iterator[Found | Problem]:
                     if found is not None:
                         yield found
             stack.extend(reversed(subdirs))  # visit in name order
+
+
+def _inside(path: str, bounds: tuple[str, ...]) -> bool:
+    real = os.path.realpath(path)
+    return any(real == b or real.startswith(b.rstrip(os.sep) + os.sep) for b in bounds)
 
 
 def _file(path: str, st: os.stat_result, seen: set[tuple[int, int]]) -> Found | None:

@@ -68,9 +68,11 @@ def create(settings: Settings, roots: list[str], options: ScanOptions) -> int:
 
 def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], force: bool,
                        on_batch: Optional[Callable[[int, int], None]] = None,
-                       on_first_job: Optional[Callable[[], None]] = None) -> tuple[int, int, int]:
+                       on_first_job: Optional[Callable[[], None]] = None,
+                       within: Optional[Iterable[str]] = None) -> tuple[int, int, int]:
     """Walk the roots, record files and analyses, queue jobs as each batch commits.
 
+    ``within``: folders that symlinks must not lead out of (``discover.walk``).
     Returns (found, skipped as unchanged, queued).
     """
     found = skipped = queued = 0
@@ -89,7 +91,7 @@ def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], f
         if on_batch:
             on_batch(found, queued)
 
-    for item in discover.walk(roots):
+    for item in discover.walk(roots, within):
         if isinstance(item, discover.Problem):
             _record_problem(settings, scan_id, item)
             continue

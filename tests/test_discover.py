@@ -34,6 +34,25 @@ def test_symlink_loops_and_links_to_seen_files(tmp_path):
     assert len(problems) == 1 and "broken" in problems[0].path and "\n" not in problems[0].reason
 
 
+def test_within_roots_symlinks_do_not_lead_out(tmp_path):
+    root = tmp_path / "library"
+    _touch(root / "a" / "song.mp3")
+    outside = _touch(tmp_path / "private" / "secret.mp3")
+    os.symlink(tmp_path / "private", root / "elsewhere")  # a folder outside
+    os.symlink(outside, root / "secret-link.mp3")  # a file outside
+    os.symlink(root / "a", root / "shortcut")  # a folder inside: followed (its file is met once)
+    _touch(tmp_path / "private" / "notes.txt")
+    os.symlink(tmp_path / "private" / "notes.txt", root / "notes.txt")  # not audio: not reported
+    confined = list(walk([root], within=[str(root)]))
+    assert [os.path.basename(i.path) for i in confined if isinstance(i, Found)] == ["song.mp3"]
+    problems = sorted((os.path.basename(i.path), i.reason) for i in confined if isinstance(i, Problem))
+    assert problems == [("elsewhere", "symlink leads outside the library roots; not followed"),
+                        ("secret-link.mp3", "symlink leads outside the library roots; not followed")]
+    # another root listed in `within` may be linked to; and without `within`, links are followed
+    assert len([i for i in walk([root], within=[str(root), str(tmp_path / "private")]) if isinstance(i, Found)]) == 2
+    assert sorted(os.path.basename(i.path) for i in walk([root]) if isinstance(i, Found)) == ["secret-link.mp3", "song.mp3"]
+
+
 def test_odd_names_survive(tmp_path):
     odd = [b"with space.mp3", b"quote'\".mp3", b"new\nline.mp3", b"latin1-\xe9.mp3"]
     for name in odd:

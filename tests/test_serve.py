@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -301,6 +302,27 @@ def test_confine_unit(tmp_path):
 
 
 # ---------------------------------------------------------------- scans and the results database
+
+
+def test_a_scan_over_http_does_not_follow_links_out_of_the_roots(served, module_settings, tmp_path):
+    root = Path(module_settings.library_roots[0])
+    outside = audiofiles.make_audio(tmp_path / "private", "mp3", "secret.mp3", seconds=10)
+    folder = root / "links-only"
+    folder.mkdir()
+    (folder / "escape").symlink_to(outside.parent)
+    (folder / "escape.mp3").symlink_to(outside)
+    try:
+        r = served.post("/v1/scans", json={"paths": [str(folder)], "dry_run": True})
+        assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 60
+        while (doc := served.get(f"/v1/scans/{r.json()['scan_id']}").json())["status"] == "running":
+            assert time.monotonic() < deadline, doc
+            time.sleep(0.2)
+        assert doc["status"] == "done" and doc["found"] == 0, doc
+        paths = [f["path"] for f in served.get("/v1/files", params={"per_page": 200}).json()["items"]]
+        assert not [p for p in paths if "secret" in p or "escape" in p]
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_scan_over_http_then_scans_and_files(served, library, module_settings):

@@ -89,7 +89,9 @@ class ScanRunner:
         started = time.monotonic()
         status = "done"
         try:
-            _, _, queued = scan_mod.discover_and_queue(settings, scan_id, roots, force, on_first_job=first_job)
+            # the roots were confined to library_roots; links inside them must not lead out
+            _, _, queued = scan_mod.discover_and_queue(settings, scan_id, roots, force, on_first_job=first_job,
+                                                       within=settings.library_roots)
             if queued:
                 group = self._group
                 workers = _SharedWorkers(group, self._lock, self._stopping) if acquired and group else None
