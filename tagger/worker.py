@@ -113,7 +113,14 @@ def _redact(url: str) -> str:
 
 
 class ProcessGroup:
-    """N ``tagger worker`` child processes, restarted if one dies."""
+    """N ``tagger worker`` child processes, restarted if one dies.
+
+    Quiet children write to ``worker.log`` in the data directory; a log grown
+    past ``LOG_LIMIT`` is moved to ``worker.log.1`` (replacing the one before)
+    when a group starts, so the log of many scans stays bounded.
+    """
+
+    LOG_LIMIT = 10 * 1024 * 1024
 
     def __init__(self, settings: Settings, processes: int, threads: int = 1, queues: Optional[list[str]] = None,
                  max_restarts: int = 3, quiet: bool = True):
@@ -143,7 +150,19 @@ class ProcessGroup:
             if out is not None:
                 out.close()
 
+    def rotate_log(self) -> bool:
+        """Move a log past ``LOG_LIMIT`` aside; True when it did."""
+        try:
+            if self.log_path.stat().st_size <= self.LOG_LIMIT:
+                return False
+            os.replace(self.log_path, self.log_path.with_name(self.log_path.name + ".1"))
+            return True
+        except OSError:  # no log yet, or one we cannot move: children append as before
+            return False
+
     def start(self) -> "ProcessGroup":
+        if self.quiet and not self.procs:
+            self.rotate_log()
         while len(self.procs) < self.n:
             self.procs.append(self._spawn())
         return self

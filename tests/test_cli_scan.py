@@ -9,6 +9,7 @@ import numpy as np
 from services import run_cli
 
 from tagger import tags
+from tagger.worker import ProcessGroup
 
 OTHER = {"title": ["Título"], "artist": ["Artist"], "album": ["An Album"]}
 
@@ -70,10 +71,17 @@ def test_scan_tags_every_format_reports_bad_files_and_rescan_skips(settings, aud
 def test_dry_run_changes_no_file(settings, audio_factory):
     paths = [audio_factory(fmt, name=f"d/x.{audiofiles.SUFFIX[fmt][1:]}", seconds=10) for fmt in ("mp3", "flac")]
     raw = [p.read_bytes() for p in paths]
+    # a worker log grown past its limit by earlier scans is moved aside when the workers start
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    old_log = settings.data_dir / "worker.log"
+    old_log.write_bytes(b"an earlier scan\n" * (ProcessGroup.LOG_LIMIT // 16 + 1))
     out = run_cli(settings, "scan", str(paths[0].parent), "--dry-run", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["dry_run"] == 2
     assert [p.read_bytes() for p in paths] == raw
+    moved = settings.data_dir / "worker.log.1"
+    assert moved.stat().st_size > ProcessGroup.LOG_LIMIT and moved.read_bytes().startswith(b"an earlier scan")
+    assert old_log.stat().st_size < 1024 * 1024 and b"an earlier scan" not in old_log.read_bytes()
 
 
 def test_scan_without_any_model_says_so(settings, audio_factory, tmp_path):
