@@ -106,3 +106,36 @@ def test_training_table_counts_windows_and_scores_like_tagging():
     assert r["accuracy"] == 1.0 and r["mean_windows"] == (3 + 10) / 2 and r["stopped_early"] == 0.5
     always = progressive_scores([sure, unsure], y, labels, first=3, stop=0.0)
     assert always["mean_windows"] == 3 and always["accuracy"] == 0.5  # the first windows alone get track 1 wrong
+
+
+@needs_gtzan
+def test_the_api_hears_a_file_as_a_scan_does(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tagger import pipeline
+    from tagger.api.predict import Batcher, predict_file
+    from tagger.config import Settings
+
+    settings = Settings(data_dir=tmp_path)
+    batcher = Batcher(settings).start()
+    try:
+        assert batcher.ready.wait(120) and batcher.error is None
+        paths = [str(GTZAN / n) for n in ("metal/metal.00000.mp3", "jazz/jazz.00003.mp3", "rock/rock.00004.mp3",
+                                          "blues/blues.00001.mp3")]
+        alone = {}
+        for path in paths:
+            want, clip = pipeline.predict_path(path, settings)
+            doc = predict_file(path, settings, batcher)
+            assert doc["windows"] == len(clip.windows) and doc["model"] == DEFAULT, path
+            assert doc["genre"] == want.genre and doc["confidence"] == pytest.approx(want.confidence, abs=1e-3)
+            alone[path] = doc
+        assert alone[paths[0]]["windows"] == 3  # a clear track: the first windows decide
+        # overlapping requests share model calls, and each still gets its own answer
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(lambda p: predict_file(p, settings, batcher), paths * 2))
+        for path, doc in zip(paths * 2, together):
+            assert (doc["genre"], doc["windows"]) == (alone[path]["genre"], alone[path]["windows"])
+            assert doc["confidence"] == pytest.approx(alone[path]["confidence"], abs=1e-3)
+        assert batcher.largest_batch > 1  # at least one model call answered several requests
+    finally:
+        batcher.stop()

@@ -5,6 +5,11 @@ GIL in libsndfile/ffmpeg); the model runs on one thread that takes every clip
 waiting when it becomes free and predicts them as one batch. A batch of N
 costs far less than N single predictions for the deep model, and one thread
 means no model is ever entered by two requests at once.
+
+A request hears its file as a scan does (``tagger.models.progressive``): the
+first windows, then a few more while the model is unsure, each stage's
+windows answered on the model thread together with whatever else is waiting.
+So the API answers what ``tagger scan`` would write.
 """
 from __future__ import annotations
 
@@ -20,7 +25,9 @@ import numpy as np
 from tagger import audio, features, formats, pipeline
 from tagger.api.security import ApiError
 from tagger.config import Settings
-from tagger.models.base import Prediction
+from tagger.errors import TaggerError
+from tagger.models import progressive
+from tagger.models.base import Model, Prediction
 
 log = logging.getLogger("tagger.serve")
 
@@ -33,13 +40,16 @@ class Batcher:
 
     def __init__(self, settings: Settings, max_batch: int = MAX_BATCH):
         self.predictor = pipeline.predictor_for(settings.model, settings.model_dirs)
+        self.hearing = settings.hearing
         self.max_batch = max_batch
         self.ready = threading.Event()
         self.error: Optional[str] = None
         self.requests = 0
         self.batches = 0
         self.largest_batch = 0
-        self._q: "queue.Queue[Optional[tuple[audio.Clip, Future]]]" = queue.Queue()
+        # (clip, future, per_window): per_window asks for each window's probabilities from the
+        # first model of the chain; otherwise the chain's prediction for the whole clip
+        self._q: "queue.Queue[Optional[tuple[audio.Clip, Future, bool]]]" = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="tagger-predict", daemon=True)
 
     def start(self) -> "Batcher":
@@ -51,8 +61,15 @@ class Batcher:
         self._thread.join(timeout=10)
 
     def predict(self, clip: audio.Clip, timeout: float = 300.0) -> Prediction:
+        return self._ask(clip, False, timeout)
+
+    def window_probs(self, clip: audio.Clip, timeout: float = 300.0) -> np.ndarray:
+        """The first model's probabilities for each window of ``clip`` (``Model.window_probs``)."""
+        return self._ask(clip, True, timeout)
+
+    def _ask(self, clip: audio.Clip, per_window: bool, timeout: float):
         fut: Future = Future()
-        self._q.put((clip, fut))
+        self._q.put((clip, fut, per_window))
         try:
             return fut.result(timeout)
         except TimeoutError:
@@ -69,6 +86,11 @@ class Batcher:
             info = audio.AudioInfo(n * features.PATCH_SAMPLES, features.SR, 1, "synthetic")
             starts = [i * features.PATCH_SAMPLES / features.SR for i in range(n)]
             self.predictor.predict(audio.Clip(windows=windows, sr=features.SR, info=info, starts=starts))
+            model = progressive_model(self.predictor)
+            if model is not None:  # every stage size a lone request brings (batches bring others)
+                h = self.hearing
+                for size in sorted({len(st) for st in progressive.stages(h.windows, h.first, h.step)}):
+                    model.window_probs(audio.Clip(windows=(windows * h.windows)[:size], sr=features.SR, info=info))
         except Exception as exc:
             self.error = " ".join(f"{type(exc).__name__}: {exc}".split())
             log.error("model warm-up failed: %s", self.error)
@@ -93,13 +115,38 @@ class Batcher:
                 batch.append(nxt)
             self._predict(batch)
 
-    def _predict(self, batch: list[tuple[audio.Clip, Future]]) -> None:
-        batch = [(clip, fut) for clip, fut in batch if fut.set_running_or_notify_cancel()]
+    def _predict(self, batch: list[tuple[audio.Clip, Future, bool]]) -> None:
+        batch = [item for item in batch if item[1].set_running_or_notify_cancel()]
         if not batch:
             return
         self.requests += len(batch)
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(batch))
+        self._per_window([(clip, fut) for clip, fut, per_window in batch if per_window])
+        self._whole([(clip, fut) for clip, fut, per_window in batch if not per_window])
+
+    def _per_window(self, batch: list[tuple[audio.Clip, Future]]) -> None:
+        """Every waiting clip's windows through the first model in one call, split back per clip."""
+        if not batch:
+            return
+        try:
+            windows = [w for clip, _ in batch for w in clip.windows]
+            first = batch[0][0]
+            probs = self.predictor.primary().window_probs(audio.Clip(windows=windows, sr=first.sr, info=first.info))
+            if probs is None:
+                raise RuntimeError("the model gives no per-window probabilities")
+        except BaseException as exc:  # the request falls back to the whole chain (predict_file)
+            for _, fut in batch:
+                fut.set_exception(exc)
+            return
+        at = 0
+        for clip, fut in batch:
+            fut.set_result(probs[at: at + len(clip.windows)])
+            at += len(clip.windows)
+
+    def _whole(self, batch: list[tuple[audio.Clip, Future]]) -> None:
+        if not batch:
+            return
         try:
             model = self.predictor.primary()
             probs = model.predict_batch([clip for clip, _ in batch])
@@ -121,6 +168,35 @@ class Batcher:
                 "batches": self.batches, "largest_batch": self.largest_batch}
 
 
+def progressive_model(predictor) -> Optional[Model]:
+    """The chain's first model when it answers window by window, else None."""
+    try:
+        model = predictor.primary()
+    except Exception:
+        return None
+    return None if type(model).window_probs is Model.window_probs else model
+
+
+class _ThroughBatcher:
+    """The first model as progressive hearing uses it, its arithmetic done on the batcher's thread."""
+
+    def __init__(self, batcher: Batcher):
+        self.batcher = batcher
+        self.model_s = 0.0  # time spent waiting for the model
+
+    def window_probs(self, clip: audio.Clip) -> np.ndarray:
+        t = time.perf_counter()
+        try:
+            return self.batcher.window_probs(clip)
+        finally:
+            self.model_s += time.perf_counter() - t
+
+    def predict_batch(self, clips: list[audio.Clip]) -> np.ndarray:
+        # for a model whose track probabilities are the mean of its windows' (Model.window_probs)
+        rows = [self.window_probs(c).mean(axis=0) for c in clips]
+        return np.stack([r / r.sum() for r in rows])
+
+
 def predict_file(path: str, settings: Settings, batcher: Batcher) -> dict[str, Any]:
     """Predict one audio file: the response body of ``POST /v1/predict`` less ``source`` and total time.
 
@@ -133,10 +209,24 @@ def predict_file(path: str, settings: Settings, batcher: Batcher) -> dict[str, A
     if info.duration > settings.max_duration_s:
         raise ApiError(413, f"the audio is {info.duration:.0f} s long; this server accepts at most "
                             f"{settings.max_duration_s:.0f} s (max_duration_s)")
-    clip = audio.load_clip(path, fmt, n_windows=settings.windows)
-    t1 = time.perf_counter()
-    p = batcher.predict(clip)
+    p, clip, model_s = None, None, 0.0
+    model = progressive_model(batcher.predictor)
+    if model is not None:
+        via = _ThroughBatcher(batcher)
+        try:
+            heard = progressive.hear(via, path, fmt, settings.hearing)
+            p, clip, model_s = model.to_prediction(heard.probs), heard.clip, via.model_s
+        except (TaggerError, ApiError):
+            raise  # the file's fault: the same one-line error a scan records
+        except Exception as exc:  # the first model failing: the whole chain decides, as a scan's would
+            log.warning("per-window prediction failed (%s); asking the whole chain", exc)
+    if p is None:
+        clip = audio.load_clip(path, fmt, n_windows=settings.windows)
+        t = time.perf_counter()
+        p = batcher.predict(clip)
+        model_s = time.perf_counter() - t
     t2 = time.perf_counter()
+    t1 = t2 - model_s
     return {
         "genre": p.genre,
         "confidence": round(float(p.confidence), 6),
