@@ -240,14 +240,13 @@ class Reader:
                 self._cli = True
                 if shutil.which("ffmpeg") is None:
                     raise
-                if self.info.decoder == "av":
+                try:
                     windows = _read_ffmpeg(self.path, self.info, starts, self.window, self.sr)
-                else:
-                    try:
-                        windows = _read_ffmpeg(self.path, self.info, starts, self.window, self.sr)
-                    except UnreadableAudio as second:
-                        # "truncated" says more than libsndfile's lost sync; otherwise keep the first reason
-                        raise (second if second.message.startswith("truncated") else exc) from None
+                except UnreadableAudio as second:
+                    if self.info.decoder == "av":
+                        raise
+                    # "truncated" says more than libsndfile's lost sync; otherwise keep the first reason
+                    raise (second if second.message.startswith("truncated") else exc) from None
         return Clip(windows=windows, sr=self.sr, info=self.info, starts=list(starts[: len(windows)]))
 
     def _read_open(self, starts: list[float]) -> list[np.ndarray]:

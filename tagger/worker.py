@@ -88,11 +88,8 @@ def warm_up(settings: Settings) -> None:
         info = audio.AudioInfo(features.PATCH_SAMPLES, features.SR, 1, "warm-up")
         clip = audio.Clip(windows=[silence], sr=features.SR, info=info)
         model.predict_batch([clip])
-        # the progressive path (None where the model has none), at every batch size it will
-        # use: a runtime prepares its kernels once per input shape (oneDNN: ≈ 30 ms each)
-        h = settings.hearing
-        for size in sorted({len(s) for s in progressive.stages(h.windows, h.first, h.step)}):
-            model.window_probs(audio.Clip(windows=[silence] * size, sr=features.SR, info=info))
+        # the progressive path (None where the model has none), at every batch size it will use
+        progressive.warm_up(model, settings.hearing, silence, features.SR, info)
         # the decoders' and taggers' imports (PyAV alone costs ≈ 0.3 s)
         import av  # noqa: F401
         import mutagen.flac  # noqa: F401
@@ -150,15 +147,13 @@ class ProcessGroup:
             if out is not None:
                 out.close()
 
-    def rotate_log(self) -> bool:
-        """Move a log past ``LOG_LIMIT`` aside; True when it did."""
+    def rotate_log(self) -> None:
+        """Move a log past ``LOG_LIMIT`` aside."""
         try:
-            if self.log_path.stat().st_size <= self.LOG_LIMIT:
-                return False
-            os.replace(self.log_path, self.log_path.with_name(self.log_path.name + ".1"))
-            return True
+            if self.log_path.stat().st_size > self.LOG_LIMIT:
+                os.replace(self.log_path, self.log_path.with_name(self.log_path.name + ".1"))
         except OSError:  # no log yet, or one we cannot move: children append as before
-            return False
+            pass
 
     def start(self) -> "ProcessGroup":
         if self.quiet and not self.procs:

@@ -88,9 +88,7 @@ class Batcher:
             self.predictor.predict(audio.Clip(windows=windows, sr=features.SR, info=info, starts=starts))
             model = progressive_model(self.predictor)
             if model is not None:  # every stage size a lone request brings (batches bring others)
-                h = self.hearing
-                for size in sorted({len(st) for st in progressive.stages(h.windows, h.first, h.step)}):
-                    model.window_probs(audio.Clip(windows=(windows * h.windows)[:size], sr=features.SR, info=info))
+                progressive.warm_up(model, self.hearing, windows[0], features.SR, info)
         except Exception as exc:
             self.error = " ".join(f"{type(exc).__name__}: {exc}".split())
             log.error("model warm-up failed: %s", self.error)
@@ -174,7 +172,7 @@ def progressive_model(predictor) -> Optional[Model]:
         model = predictor.primary()
     except Exception:
         return None
-    return None if type(model).window_probs is Model.window_probs else model
+    return model if progressive.by_window(model) else None
 
 
 class _ThroughBatcher:
