@@ -69,7 +69,37 @@ def scores(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict:
     }
 
 
-def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), how=None) -> dict:
+def written_scores(y_true: list[str], y_pred: list[str], confidence: list[float], threshold: float,
+                   bins: int = 10) -> dict:
+    """What a scan at ``threshold`` would write: precision of the written tags, coverage (the
+    share of files tagged), the wrong tags written, and the expected calibration error of the
+    confidence (``bins`` equal-width bins; 0 is perfectly calibrated), with the diagram's bins."""
+    conf = np.asarray(confidence, dtype=float)
+    right = np.array([t == p for t, p in zip(y_true, y_pred)], dtype=float)
+    written = conf >= threshold
+    n = len(conf)
+    reliability, err = [], 0.0
+    edges = np.arange(bins + 1) / bins  # exact decimal edges: 0.3 falls in [0.3, 0.4)
+    for k, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        m = (conf >= a) & ((conf < b) if k < bins - 1 else (conf <= b))
+        if m.any():
+            reliability.append({"lo": round(float(a), 2), "hi": round(float(b), 2), "n": int(m.sum()),
+                                "mean_confidence": round(float(conf[m].mean()), 4),
+                                "accuracy": round(float(right[m].mean()), 4)})
+            err += m.sum() / n * abs(conf[m].mean() - right[m].mean())
+    return {
+        "threshold": threshold,
+        "written": int(written.sum()),
+        "written_wrong": int((written & (right == 0)).sum()),
+        "written_precision": round(float(right[written].mean()), 4) if written.any() else None,
+        "coverage": round(float(written.mean()), 4) if n else None,
+        "ece": round(float(err), 4) if n else None,
+        "reliability": reliability,
+    }
+
+
+def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), how=None,
+             threshold: float = 0.75) -> dict:
     """Run ``model_name`` on every ``(path, genre)`` and score it.
 
     True genres are matched to the model's labels ignoring case and punctuation;
@@ -101,6 +131,7 @@ def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), how=
         heard_windows.append(heard.windows)
     unknown = sorted(set(truth) - set(card_labels))
     result = scores(truth, pred, card_labels + unknown)
+    result["at_threshold"] = written_scores(truth, pred, conf, threshold)
     result.update(
         model=model.card.name,
         version=model.card.version,
@@ -135,6 +166,11 @@ def render_text(result: dict) -> str:
             how = "all at once"
         lines.append(f"windows heard per file: {result['mean_windows_heard']:.2f} of {result['windows']} planned "
                      f"({how})")
+    w = result.get("at_threshold")
+    if w and result["n"]:
+        lines.append(f"at --min-confidence {w['threshold']}: {w['written']} of {result['n']} tagged "
+                     f"(coverage {fmt(w['coverage'])}), precision of the tags written {fmt(w['written_precision'])} "
+                     f"({w['written_wrong']} wrong); calibration error (ECE) {fmt(w['ece'])}")
     if result["unknown_labels"]:
         lines.append("labels the model cannot output: " + ", ".join(result["unknown_labels"]))
     width = max([len(lab) for lab in result["labels"]] + [5])

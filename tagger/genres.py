@@ -216,3 +216,20 @@ HEADS = {
     "musicnn-msd": GenreHead.from_table(MSD_TAGS, MSD_TABLE),
     "musicnn-mtt": GenreHead.from_table(MTT_TAGS, MTT_TABLE),
 }
+
+
+#: both taggers' vocabularies side by side (musicnn-msd's tags, then musicnn-mtt's), as
+#: ``tagger.models.openset`` reads them: one row of 100 activations per window
+OPEN_TAGS = tuple(f"msd:{t}" for t in MSD_TAGS) + tuple(f"mtt:{t}" for t in MTT_TAGS)
+
+#: the open vocabulary: every genre MSD's tags name (as ``MSD_TABLE``, less "instrumental",
+#: which is no genre), and from MTT the ones MSD lacks: classical and world (and ambient's
+#: "new age"). MTT's rock, pop, techno, … are left out: on GTZAN's hip-hop clips MTT's
+#: strongest genre tag is "techno", on its blues clips "country"
+OPEN_TABLE: dict[str, dict[str, float]] = {
+    **{f"msd:{t}": v for t, v in MSD_TABLE.items() if t != "instrumental"},
+    **{f"mtt:{t}": MTT_TABLE[t] for t in ("classical", "classic", "harpsichord", "opera", "choral",
+                                          "indian", "sitar", "new age")},
+}
+
+HEADS["musicnn-open"] = GenreHead.from_table(OPEN_TAGS, OPEN_TABLE)

@@ -66,8 +66,9 @@ def music_signal(seconds: float, sr: int = 44100, channels: int = 2, seed: int =
     """A deterministic music-like signal, float32 of shape (frames, channels) in [-1, 1].
 
     ``kind``: "music" (harmonic notes from a minor pentatonic scale, eighth
-    notes at 120 bpm, kick on the beat, hi-hat noise off the beat), "tone"
-    (one 440 Hz sine) or "silence".
+    notes at 120 bpm, kick on the beat, hi-hat noise off the beat: synthesised
+    music, which the default model calls electronic), "hum" (one 196 Hz harmonic tone with tremolo: no music any
+    genre model knows), "tone" (one 440 Hz sine) or "silence".
     """
     n = int(round(seconds * sr))
     t = np.arange(n) / sr
@@ -75,6 +76,9 @@ def music_signal(seconds: float, sr: int = 44100, channels: int = 2, seed: int =
         mono = np.zeros(n)
     elif kind == "tone":
         mono = 0.3 * np.sin(2 * np.pi * 440.0 * t)
+    elif kind == "hum":
+        mono = sum(0.2 / h * np.sin(2 * np.pi * 196.0 * h * t) for h in range(1, 8)) * (1 + 0.3 * np.sin(2 * np.pi * 5 * t))
+        mono /= max(1.0, np.abs(mono).max() / 0.9)
     elif kind == "music":
         rng = np.random.default_rng(seed)
         scale = 220.0 * 2 ** (np.array([0, 3, 5, 7, 10, 12]) / 12)

@@ -6,7 +6,8 @@ import numpy as np
 import audiofiles
 from services import TEST_MODEL
 from tagger import audio
-from tagger.evaluate import evaluate, items_from_csv, items_from_folder, items_from_tags, render_text
+from tagger.evaluate import (evaluate, items_from_csv, items_from_folder, items_from_tags, render_text,
+                             written_scores)
 from tagger.models import registry
 
 
@@ -35,8 +36,28 @@ def test_evaluate_scores_what_the_model_predicts(gtzan, test_model_dir, tmp_path
     assert res["macro_f1"] == round(np.mean([res["per_class"][lab]["f1"] for lab in tested]), 4)
     text = render_text(res)
     assert f"accuracy {res['accuracy']:.3f}" in text and "rock" in text and "1 unreadable" in text
-    assert "(first 3, then 2 at a time, stop at 0.7)" in text
+    assert "(first 3, then 2 at a time, stop at 0.85)" in text
+    # what a scan at the threshold would write, from the same predictions
+    w = res["at_threshold"]
+    written = [p for p in res["predictions"] if p["confidence"] >= w["threshold"]]
+    assert w["threshold"] == 0.75 and w["written"] == len(written)
+    assert w["written_wrong"] == sum(p["true"] != p["predicted"] for p in written)
+    assert w["coverage"] == round(len(written) / 4, 4)
+    assert f"calibration error (ECE) {w['ece']:.3f}" in text
     assert "(all at once)" in render_text(res | {"first_windows": 0})
+
+
+def test_written_scores_precision_coverage_and_calibration_error():
+    truth = ["a", "a", "b", "b", "c"]
+    pred = ["a", "b", "b", "b", "a"]
+    conf = [0.95, 0.9, 0.8, 0.35, 0.3]
+    w = written_scores(truth, pred, conf, 0.75)
+    assert (w["written"], w["written_wrong"], w["written_precision"], w["coverage"]) == (3, 1, 0.6667, 0.6)
+    # bins: [0.3, 0.4): conf 0.325, right 1/2; [0.8, 0.9): 0.8 right; [0.9, 1]: 0.925, right 1/2
+    expected = 2 / 5 * abs(0.325 - 0.5) + 1 / 5 * abs(0.8 - 1) + 2 / 5 * abs(0.925 - 0.5)
+    assert w["ece"] == round(expected, 4)
+    assert [b["n"] for b in w["reliability"]] == [2, 1, 2]
+    assert written_scores(truth, pred, conf, 0.99)["written_precision"] is None
 
 
 def test_label_sources(gtzan, tmp_path):

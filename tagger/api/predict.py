@@ -189,10 +189,11 @@ class _ThroughBatcher:
         finally:
             self.model_s += time.perf_counter() - t
 
+    def from_windows(self, rows: np.ndarray) -> np.ndarray:
+        return self.batcher.predictor.primary().from_windows(rows)
+
     def predict_batch(self, clips: list[audio.Clip]) -> np.ndarray:
-        # for a model whose track probabilities are the mean of its windows' (Model.window_probs)
-        rows = [self.window_probs(c).mean(axis=0) for c in clips]
-        return np.stack([r / r.sum() for r in rows])
+        return np.stack([self.from_windows(self.window_probs(c)) for c in clips])
 
 
 def predict_file(path: str, settings: Settings, batcher: Batcher) -> dict[str, Any]:

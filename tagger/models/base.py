@@ -92,10 +92,16 @@ class Model:
         raise NotImplementedError
 
     def window_probs(self, clip: Clip) -> np.ndarray | None:
-        """Probabilities per window ``(len(clip.windows), n_labels)`` whose mean is this
-        model's prediction for the clip, or None where the prediction does not split
-        so (the track is then always heard whole; see ``tagger.models.progressive``)."""
+        """One row per window ``(len(clip.windows), ...)`` from which ``from_windows`` gives
+        this model's prediction for the clip (for most models: the window's probabilities,
+        averaged), or None where the prediction does not split so (the track is then always
+        heard whole; see ``tagger.models.progressive``)."""
         return None
+
+    def from_windows(self, rows: np.ndarray) -> np.ndarray:
+        """The track's probabilities from the ``window_probs`` rows of the windows heard."""
+        mean = np.asarray(rows, dtype=np.float64).mean(axis=0)
+        return mean / mean.sum()
 
     def predict(self, clip: Clip) -> Prediction:
         return self.to_prediction(self.predict_batch([clip])[0])

@@ -4,8 +4,8 @@ A track is planned as ``windows`` windows spread over it. The model first hears
 ``first`` of them, themselves spread over the track (for 3 of 10: the 3rd, 5th
 and 8th), then ``step`` more at a time, spread over those not yet heard
 (``step=0``: all the others at once). After each stage, when the top
-probability of the mean over the windows heard reaches ``stop``, that is the
-answer. A track never that sure hears every window, and its answer is what the
+probability of the track (``Model.from_windows`` of the windows heard: for most
+models their mean) reaches ``stop``, that is the answer. A track never that sure hears every window, and its answer is what the
 model would have said hearing all of them at once. This works for models whose
 track probabilities are the mean of per-window ones (``Model.window_probs``);
 any other model hears every window.
@@ -35,7 +35,7 @@ class Hearing:
     windows: int = audio.DEFAULT_WINDOWS  # planned per track
     first: int = 3  # heard first; 0: every window at once
     step: int = 2  # heard at a time after the first; 0: all the others at once
-    stop: float = 0.7  # top probability that ends a track early
+    stop: float = 0.85  # top probability that ends a track early (the default model's card: early_stop)
 
 
 @dataclass
@@ -106,13 +106,15 @@ def hear(model, path: str | Path, fmt: str | None, how: Hearing = Hearing()) -> 
         if probs is None or not len(probs):  # silent so far, or no per-window answer: all at once
             whole = _checked(_joined(clip, reader.read([starts[i] for s in order[1:] for i in s])))
             return Heard(model.predict_batch([whole])[0], len(whole.windows), n, whole)
+        track = model.from_windows(probs)
         for stage in order[1:]:
-            if float(probs.mean(axis=0).max()) >= how.stop:
+            if float(track.max()) >= how.stop:
                 break
             more = reader.read([starts[i] for i in stage])
             clip = _joined(clip, more)
             probs = np.concatenate([probs, model.window_probs(more)])
-    return Heard(_normalised(probs.mean(axis=0)), len(clip.windows), n, clip)
+            track = model.from_windows(probs)
+    return Heard(track, len(clip.windows), n, clip)
 
 
 def _joined(a: Clip, b: Clip) -> Clip:
@@ -124,6 +126,3 @@ def _checked(clip: Clip) -> Clip:
         raise UnreadableAudio("the audio is silent")
     return clip
 
-
-def _normalised(p: np.ndarray) -> np.ndarray:
-    return p / p.sum()

@@ -22,6 +22,7 @@ LOADERS = {
     "sklearn_mfcc": "tagger.models.fallback:FallbackModel",
     "musicnn": "tagger.models.pretrained:MusicnnModel",
     "musicnn_head": "tagger.models.transfer:TransferModel",
+    "musicnn_openset": "tagger.models.openset:OpenSetModel",
 }
 
 _cache: dict[tuple[str, tuple[str, ...]], Model] = {}

@@ -1,0 +1,255 @@
+"""Right or silent: a genre head that knows what it does not know.
+
+Two sources of a genre, both read off one pass of the musicnn networks over a
+track's windows:
+
+* the **head**: a logistic regression on musicnn-msd's penultimate layer,
+  trained on GTZAN's ten genres (sure of them, blind to everything else);
+* the **tag layers**: musicnn-msd's last.fm tags and musicnn-mtt's
+  MagnaTagATune tags, mapped to the taxonomy by ``tagger.genres.OPEN_TABLE``
+  (trained on hundreds of thousands of tracks; it can say electronic, ambient,
+  folk, punk, rnb, funk, world, classical).
+
+Each source proposes its top genre. A **calibrator** (logistic regression on a
+few features of each candidate: how strongly each source backs it, whether
+they agree, whether the head can name it at all, how far the track's
+embedding lies from the head's training clips, how many windows agree) gives
+each candidate the probability that it is right; the likelier candidate is the
+answer and that probability is its confidence. The calibrator is fitted on
+grouped cross-validation folds *and* leave-one-genre-out runs (the head
+trained without genre G, then shown G's clips), so it has seen the head be
+sure and wrong on music it never heard: the honest stand-in for a user's
+library. ``training/openset.py`` fits and measures it; the artifact's card has
+the figures.
+
+Per-window outputs (``window_probs``) are the raw network outputs of each
+window; ``from_windows`` turns the windows heard so far into the track's
+genre probabilities, so progressive hearing can stop once the calibrated
+confidence is high.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tagger import genres
+from tagger.audio import Clip
+from tagger.features import musicnn_window_patches
+from tagger.models.base import Card, Model
+
+#: the columns of a window's output row: musicnn-msd penultimate, msd tags, mtt tags
+PEN, MSD, MTT = 200, len(genres.MSD_TAGS), len(genres.MTT_TAGS)
+#: the nearest training clips whose distance measures how unfamiliar a track is
+K_NEAREST = 5
+FEATURES = ("head_p", "tag_share", "tag_score", "is_head_top", "is_tag_top", "agree", "head_can_name",
+            "head_top", "tag_top_share", "novelty", "window_agreement", "genre_novelty",
+            "windows_heard")
+
+
+def _logit(p: np.ndarray | float) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def split_outputs(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Window output rows ``(n, 300)`` → penultimate ``(n, 200)``, msd tags, mtt tags."""
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows[:, :PEN], rows[:, PEN:PEN + MSD], rows[:, PEN + MSD:PEN + MSD + MTT]
+
+
+@dataclass
+class Familiarity:
+    """How far a track's mean embedding lies from the head's training clips.
+
+    ``novelty`` is the log of the mean distance to the ``K_NEAREST`` nearest
+    training clips (standardised penultimate space) over the same figure for
+    the training clips themselves (each against the others): 0 is as close as
+    a training clip is to its neighbours, positive is farther.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    points: np.ndarray  # standardised training means (n, 200)
+    reference: float
+    point_labels: np.ndarray | None = None  # each training clip's genre (an index of the head's labels)
+
+    @classmethod
+    def fit(cls, track_means: np.ndarray, labels: np.ndarray | None = None) -> "Familiarity":
+        mean = track_means.mean(axis=0)
+        scale = track_means.std(axis=0) + 1e-6
+        pts = ((track_means - mean) / scale).astype(np.float32)
+        d = np.sqrt(((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1))
+        np.fill_diagonal(d, np.inf)
+        k = min(K_NEAREST, len(pts) - 1)
+        ref = float(np.median(np.sort(d, axis=1)[:, :k].mean(axis=1)))
+        return cls(mean, scale, pts, ref, None if labels is None else np.asarray(labels))
+
+    def distances(self, track_mean: np.ndarray) -> np.ndarray:
+        z = (np.asarray(track_mean) - self.mean) / self.scale
+        return np.sqrt(((self.points - z) ** 2).sum(-1))
+
+    def novelty(self, track_mean: np.ndarray, genre: int | None = None, d: np.ndarray | None = None) -> float:
+        """The log distance ratio to all training clips, or (``genre``) to those of one genre only."""
+        d = self.distances(track_mean) if d is None else d
+        if genre is not None and self.point_labels is not None:
+            d = d[self.point_labels == genre]
+        k = min(K_NEAREST, len(d))
+        return float(np.log(np.sort(d)[:k].mean() / self.reference))
+
+
+def kind_of(x: np.ndarray) -> str:
+    """A candidate's kind from its features: both sources' top ("agree"), or one source's only."""
+    if x[FEATURES.index("agree")]:
+        return "agree"
+    return "head" if x[FEATURES.index("is_head_top")] else "tags"
+
+
+KINDS = ("agree", "head", "tags")
+
+
+@dataclass
+class Evidence:
+    """What both sources say about one track."""
+
+    head_probs: np.ndarray  # over head_labels, mean of per-window probabilities
+    window_top: np.ndarray  # each window's head top index
+    tag_scores: np.ndarray  # over the tag head's genres
+    novelty: float
+    genre_novelty: np.ndarray  # novelty against the training clips of each head label
+
+
+@dataclass
+class OpenSetDecider:
+    """The fitted parts: head, tag map, familiarity and calibrator (see the module docstring)."""
+
+    head: Any  # sklearn pipeline: penultimate row → head_labels (integer classes)
+    head_labels: tuple[str, ...]
+    familiarity: Familiarity
+    #: candidate kind ("agree", "head", "tags") → sklearn pipeline: FEATURES → P(candidate right)
+    calibrator: dict = field(default_factory=dict)
+    tag_head: str = "musicnn-open"
+    #: below this, nothing is written and the head's candidate is named first
+    threshold: float = 0.0
+
+    @property
+    def tags(self) -> genres.GenreHead:
+        return genres.HEADS[self.tag_head]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Every genre it may write: the head's and the tag head's."""
+        return tuple(sorted(set(self.head_labels) | set(self.tags.genres)))
+
+    def evidence(self, rows: np.ndarray) -> Evidence:
+        pen, msd, mtt = split_outputs(rows)
+        raw = self.head.predict_proba(pen)
+        per_window = np.zeros((len(pen), len(self.head_labels)))
+        per_window[:, [int(c) for c in self.head.classes_]] = raw
+        acts = np.concatenate([msd, mtt], axis=1).mean(axis=0)
+        m = pen.mean(axis=0)
+        d = self.familiarity.distances(m)
+        per_genre = np.array([self.familiarity.novelty(m, k, d) for k in range(len(self.head_labels))])
+        return Evidence(per_window.mean(axis=0), per_window.argmax(axis=1),
+                        self.tags.scores(acts[None])[0], self.familiarity.novelty(m, None, d), per_genre)
+
+    def candidates(self, ev: Evidence) -> list[tuple[str, np.ndarray]]:
+        """The head's top genre and the tag layers' (one when they agree), each with its features."""
+        tag_genres = self.tags.genres
+        total = float(ev.tag_scores.sum()) or 1.0
+        h_top = self.head_labels[int(np.argmax(ev.head_probs))]
+        t_top = tag_genres[int(np.argmax(ev.tag_scores))]
+        out = []
+        for g in dict.fromkeys([h_top, t_top]):
+            hp = float(ev.head_probs[self.head_labels.index(g)]) if g in self.head_labels else 0.0
+            ts = float(ev.tag_scores[tag_genres.index(g)]) if g in tag_genres else 0.0
+            can = g in self.head_labels
+            agree_w = float(np.mean([self.head_labels[i] == g for i in ev.window_top])) if can else 0.0
+            x = np.array([
+                _logit(hp), _logit(ts / total), _logit(ts), float(g == h_top), float(g == t_top),
+                float(h_top == t_top), float(can), _logit(ev.head_probs.max()),
+                _logit(float(ev.tag_scores.max()) / total), ev.novelty, agree_w,
+                float(ev.genre_novelty[self.head_labels.index(g)]) if can else ev.novelty,
+                float(np.log(len(ev.window_top))),
+            ])
+            out.append((g, x))
+        return out
+
+    def decide(self, rows: np.ndarray) -> np.ndarray:
+        """Genre probabilities over ``labels`` for one track's window rows: the chosen genre's
+        entry is the calibrated probability that it is right; the other candidate keeps its
+        own; what is left is shared in proportion to the tag layers' scores, no entry above the
+        chosen one's (so a row sums to 1 or a little less)."""
+        ev = self.evidence(rows)
+        cands = self.candidates(ev)
+        p = np.array([self.calibrator[kind_of(x)].predict_proba(x[None])[0, 1] for _, x in cands])
+        labels = self.labels
+        out = np.zeros(len(labels))
+        order = np.argsort(-p)
+        if p[order[0]] < self.threshold:  # unsure: the head's guess first (cands[0] is the head's)
+            order = np.arange(len(cands))
+        best = float(p[order[0]])
+        out[labels.index(cands[order[0]][0])] = best
+        if len(cands) > 1:
+            out[labels.index(cands[order[1]][0])] = min(float(p[order[1]]), best, 1.0 - best)
+        rest = 1.0 - out.sum()
+        share = np.zeros(len(labels))
+        for g, s in zip(self.tags.genres, ev.tag_scores):
+            share[labels.index(g)] = s
+        share[out > 0] = 0
+        if share.sum() > 0 and rest > 0:
+            out += rest * share / share.sum()
+        # the chosen genre stays on top: every other entry below it (the row then sums to a little less than 1)
+        chosen = labels.index(cands[order[0]][0])
+        capped = np.minimum(out, np.nextafter(best, 0.0))
+        capped[chosen] = best
+        return capped
+
+
+class OpenSetModel(Model):
+    """The open-set default, loaded from a card of kind ``"musicnn_openset"``.
+
+    Each window goes once through musicnn-msd (penultimate layer and tags) and
+    musicnn-mtt (tags); ``from_windows`` decides on the windows heard so far.
+    """
+
+    role = "openset"
+
+    def __init__(self, card: Card):
+        super().__init__(card)
+        import joblib
+
+        from tagger.models import registry
+        from tagger.models.transfer import MusicnnFrontEnd
+
+        fronts = card.extra["frontends"]
+        look = [str(card.directory.parent)]
+        # float32: bfloat16 was not checked against this model's calibration
+        self.msd = MusicnnFrontEnd(registry.find(fronts["msd"]["model"], look), ("penultimate", "tags"))
+        self.mtt = MusicnnFrontEnd(registry.find(fronts["mtt"]["model"], look), ("tags",))
+        self.decider: OpenSetDecider = joblib.load(card.path)
+        if tuple(self.decider.labels) != tuple(card.labels):
+            raise ValueError(f"{card.name}: card labels do not match the decider's {self.decider.labels}")
+
+    def window_rows(self, patches: np.ndarray) -> np.ndarray:
+        """``(n, 187, 96)`` patches → ``(n, 300)`` rows: penultimate, msd tags, mtt tags."""
+        a = self.msd.patch_embeddings(patches)
+        b = self.mtt.patch_embeddings(patches)
+        return np.concatenate([a["penultimate"], a["tags"], b["tags"]], axis=1)
+
+    def window_probs(self, clip: Clip) -> np.ndarray:
+        """Each window's network outputs (one patch per default window; a longer window's
+        patches averaged), rows of ``(len(clip.windows), 300)``; ``from_windows`` reads them."""
+        per = [musicnn_window_patches(w, clip.sr) for w in clip.windows]
+        rows = self.window_rows(np.concatenate(per))
+        bounds = np.cumsum([0] + [len(p) for p in per])
+        return np.stack([rows[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+
+    def from_windows(self, rows: np.ndarray) -> np.ndarray:
+        return self.decider.decide(rows)
+
+    def predict_batch(self, clips: list[Clip]) -> np.ndarray:
+        if not clips:
+            return np.zeros((0, len(self.card.labels)))
+        return np.stack([self.from_windows(self.window_probs(c)) for c in clips])

@@ -1,0 +1,115 @@
+"""The default chain's open set, end to end: it names genres outside GTZAN's ten, writes
+nothing when it cannot name a track reliably, and its confidence is the card's calibrated one."""
+from __future__ import annotations
+
+import json
+
+import audiofiles
+import numpy as np
+import pytest
+from services import run_cli
+
+from tagger import audio, config, tags
+from tagger.models import registry
+from tagger.models.openset import FEATURES, kind_of
+
+DEFAULT = "gtzan-musicnn-openset"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return registry.load(DEFAULT)
+
+
+@pytest.fixture
+def default_settings(tmp_path):
+    """The embedded default as a user gets it: the shipped chain and thresholds."""
+    return config.load({"data_dir": tmp_path / "data", "workers": 1}, environ={},
+                       config_file=tmp_path / "none.toml")
+
+
+def test_the_default_chain_is_the_open_set_model_and_its_threshold_is_the_default():
+    assert registry.default_chain()[0] == DEFAULT
+    card = registry.find(DEFAULT)
+    s = config.Settings()
+    assert s.min_confidence == card.extra["threshold"]
+    assert s.early_stop == card.extra["early_stop"]
+    m = card.metrics
+    # the figures the threshold was chosen on, and its calibration
+    assert m["pooled_precision"] >= 0.9
+    assert m["logo_per_genre"].keys() == {"blues", "classical", "country", "disco", "hiphop", "jazz", "metal",
+                                          "pop", "reggae", "rock"}
+    assert 0 <= m["ece"]["all"] < 0.1
+    assert {"electronic", "ambient", "folk", "punk", "rnb", "funk", "world"} <= set(card.labels)
+
+
+def test_every_shipped_card_has_calibration_and_open_set_figures():
+    for card in registry.cards():
+        m = card.metrics
+        if card.name == DEFAULT:
+            assert "reliability" in m and "logo_per_genre" in m
+        else:
+            assert "calibration" in m and "open_set" in m, card.name
+
+
+def test_decision_confidence_is_the_chosen_candidates_calibrated_probability(model, gtzan):
+    clip = audio.load_clip(gtzan / "jazz" / "jazz.00002.mp3")
+    rows = model.window_probs(clip)
+    assert rows.shape == (len(clip.windows), 300)
+    dec = model.decider
+    cands = dec.candidates(dec.evidence(rows))
+    p = {g: float(dec.calibrator[kind_of(x)].predict_proba(x[None])[0, 1]) for g, x in cands}
+    probs = model.from_windows(rows)
+    top = dec.labels[int(np.argmax(probs))]
+    assert probs.max() == pytest.approx(p[top])
+    assert probs.sum() <= 1 + 1e-9 and (probs >= 0).all()
+    assert top == "jazz" and probs.max() >= dec.threshold
+    assert len(cands[0][1]) == len(FEATURES)
+
+
+def test_unsure_names_the_heads_candidate_first(model):
+    """Below the threshold the GTZAN head's guess is recorded first, with its own probability."""
+    dec = model.decider
+    y = audiofiles.music_signal(30, 22050, 1, kind="hum")[:, 0]
+    clip = audio.Clip(windows=[y[i:i + 67072] for i in range(0, 9 * 67072, 67072)], sr=22050,
+                      info=audio.AudioInfo(len(y), 22050, 1, "synthetic"))
+    rows = model.window_probs(clip)
+    ev = dec.evidence(rows)
+    cands = dec.candidates(ev)
+    probs = dec.decide(rows)
+    assert probs.max() < dec.threshold
+    assert dec.labels[int(np.argmax(probs))] == cands[0][0]  # the head's
+    assert cands[0][0] == dec.head_labels[int(np.argmax(ev.head_probs))]
+
+
+@pytest.mark.slow
+def test_scan_writes_open_genres_and_leaves_unsure_files_untagged(default_settings, audio_factory, gtzan, tmp_path):
+    lib = tmp_path / "lib"
+    mine = {"title": ["Hum"], "artist": ["Nobody"]}
+    hum = audio_factory("flac", name="lib/hum.flac", seconds=40, tags=mine, kind="hum")
+    synth = audio_factory("mp3", name="lib/synth.mp3", seconds=40)  # synthesised notes, kick and hi-hat
+    jazz = lib / "jazz.00002.mp3"
+    jazz.write_bytes((gtzan / "jazz" / "jazz.00002.mp3").read_bytes())
+    before_tags, before_audio = audiofiles.all_tags(hum, "flac"), audiofiles.decode(hum, "flac")
+
+    run = run_cli(default_settings, "scan", str(lib), "--json")
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["tagged"] == 2 and summary["low_confidence"] == 1, summary
+
+    assert tags.read(synth, "mp3")["genre"] == ["electronic"]  # a genre GTZAN's head cannot say
+    assert tags.read(jazz, "mp3")["genre"] == ["jazz"]
+    for path, fmt in ((synth, "mp3"), (jazz, "mp3")):
+        ours = tags.read(path, fmt)
+        assert float(ours["confidence"][0]) >= default_settings.min_confidence
+        assert ours["model"] == [f"{DEFAULT} 1"]
+    # nothing written into the file the chain could not name, audio and the user's tags untouched
+    assert audiofiles.all_tags(hum, "flac") == before_tags
+    assert not any(tags.read(hum, "flac").values())
+    np.testing.assert_array_equal(audiofiles.decode(hum, "flac"), before_audio)
+
+    report = json.loads(run_cli(default_settings, "report", "--format", "json", "--low-confidence").stdout)
+    (row,) = report["low_confidence"]
+    assert row["path"].endswith("hum.flac")
+    assert row["confidence"] < default_settings.min_confidence
+    assert len(row["top"]) >= 2 and row["top"][0][0] == row["genre"]

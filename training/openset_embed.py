@@ -1,0 +1,117 @@
+"""Per-window musicnn outputs of whole collections, as the product hears them, cached once.
+
+``python -m training.openset_embed gtzan``       the shared GTZAN clips
+``python -m training.openset_embed DIR --name N``  every audio file under DIR (unlabelled music)
+
+Each track is planned and decoded exactly as a scan does (``tagger.audio.plan``
+with the default 10 windows, ``audio.Reader``), each window cut into its one
+musicnn patch, and both musicnn networks run in float32 on every patch:
+
+``msd_pen``   ``(200,)``  musicnn-msd's penultimate layer (what the genre heads read)
+``msd_tags``  ``(50,)``   musicnn-msd's tag sigmoids (last.fm vocabulary)
+``mtt_tags``  ``(50,)``   musicnn-mtt's tag sigmoids (MagnaTagATune vocabulary)
+
+One ``.npz`` per collection under ``cache/openset/``: the arrays of every
+window stacked, ``track`` (the window's track index), ``ids``, ``genres``
+(``""`` when unlabelled) and ``paths``. ``training.openset`` reads it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tagger import audio, formats
+from tagger.features import musicnn_window_patches
+from tagger.models import registry
+from tagger.models.transfer import MusicnnFrontEnd
+from training import datasets
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "cache" / "openset"
+VERSION = 1
+
+
+def collection_path(name: str) -> Path:
+    return CACHE / f"{name}-v{VERSION}.npz"
+
+
+def load(name: str) -> dict[str, np.ndarray]:
+    f = collection_path(name)
+    if not f.is_file():
+        raise SystemExit(f"{f} is missing: run python -m training.openset_embed first")
+    with np.load(f, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def track_windows(path: Path, n_windows: int = audio.DEFAULT_WINDOWS) -> np.ndarray:
+    """The musicnn patches ``(n, 187, 96)`` of the windows a scan would hear in ``path``."""
+    fmt = formats.confirm(str(path))
+    info, starts = audio.plan(path, fmt, n_windows=n_windows)
+    with audio.Reader(path, info) as reader:
+        clip = reader.read(starts)
+    return np.concatenate([musicnn_window_patches(w, clip.sr) for w in clip.windows])
+
+
+def embed(items: list[tuple[str, str, Path]], log=print) -> dict[str, np.ndarray]:
+    """``items``: (track id, genre or "", path). Unreadable files are skipped and reported."""
+    from tagger.models import runtime
+
+    runtime.set_precision("float32")
+    msd = MusicnnFrontEnd(registry.find("musicnn-msd"), ("penultimate", "tags"))
+    mtt = MusicnnFrontEnd(registry.find("musicnn-mtt"), ("tags",))
+    cols: dict[str, list] = {"msd_pen": [], "msd_tags": [], "mtt_tags": [], "track": []}
+    ids, genres, paths = [], [], []
+    t0 = time.time()
+    for i, (tid, genre, path) in enumerate(items):
+        try:
+            patches = track_windows(path)
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            log(f"skipped {path}: {exc}")
+            continue
+        a = msd.patch_embeddings(patches)
+        b = mtt.patch_embeddings(patches)
+        cols["msd_pen"].append(a["penultimate"])
+        cols["msd_tags"].append(a["tags"])
+        cols["mtt_tags"].append(b["tags"])
+        cols["track"].append(np.full(len(patches), len(ids), np.int32))
+        ids.append(tid)
+        genres.append(genre)
+        paths.append(str(path))
+        if log and (i + 1) % 20 == 0:
+            log(f"{i + 1}/{len(items)} tracks ({time.time() - t0:.0f} s)")
+    out = {k: np.concatenate(v) for k, v in cols.items()}
+    out.update(ids=np.array(ids), genres=np.array(genres), paths=np.array(paths))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.openset_embed", description=__doc__.split("\n")[0])
+    ap.add_argument("source", help="'gtzan' (the shared copy) or a folder of audio files")
+    ap.add_argument("--name", help="collection name for a folder (default: the folder's name)")
+    ap.add_argument("--root", help="GTZAN root (default: ../shared/datasets/gtzan)")
+    args = ap.parse_args(argv)
+    if args.source == "gtzan":
+        root = Path(args.root) if args.root else ROOT.parent / "shared" / "datasets" / "gtzan"
+        items = [(it.track_id, it.genre, it.path) for it in datasets.gtzan(root)]
+        name = "gtzan"
+    else:
+        folder = Path(args.source)
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in datasets.AUDIO_SUFFIXES)
+        items = [(str(p.relative_to(folder)), "", p) for p in files]
+        name = args.name or folder.name
+    data = embed(items)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    f = collection_path(name)
+    tmp = f.with_suffix(".tmp.npz")
+    np.savez(tmp, **data)
+    tmp.replace(f)
+    print(f"{f}: {len(data['ids'])} tracks, {len(data['track'])} windows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
