@@ -43,7 +43,7 @@ class Settings:
     #: local worker processes for an embedded scan; 0: one per core
     workers: int = 0
     #: below this confidence no tag is written
-    min_confidence: float = 0.75
+    min_confidence: float = 0.65
     #: model name; empty: the default chain (primary, then fallback)
     model: str = ""
     #: 3 s windows analysed per track, spread over it (fewer: faster, a little less accurate)
@@ -53,7 +53,7 @@ class Settings:
     #: windows heard at a time after the first ones (0: all the others at once)
     window_step: int = 2
     #: top probability at which the windows heard so far decide a track
-    early_stop: float = 0.85
+    early_stop: float = 0.9
     #: musicnn's arithmetic: auto (bfloat16 where the CPU has it in hardware), float32, bfloat16
     precision: str = "auto"
     #: extra directories searched for model cards before the shipped ones

@@ -99,7 +99,7 @@ def written_scores(y_true: list[str], y_pred: list[str], confidence: list[float]
 
 
 def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), how=None,
-             threshold: float = 0.75) -> dict:
+             threshold: float = 0.65) -> dict:
     """Run ``model_name`` on every ``(path, genre)`` and score it.
 
     True genres are matched to the model's labels ignoring case and punctuation;

@@ -26,13 +26,13 @@ BATCH = 500
 class ScanOptions:
     dry_run: bool = False
     force: bool = False
-    min_confidence: float = 0.75
+    min_confidence: float = 0.65
     overwrite: bool = False
     model: str = ""
     windows: int = 10
     first_windows: int = 3
     window_step: int = 2
-    early_stop: float = 0.85
+    early_stop: float = 0.9
 
 
 @dataclass

@@ -4,6 +4,8 @@
     threshold, and the Debian check, all nested (no row judges a calibrator that saw its
     clip); writes ``runs/openset/report.json`` and the reliability diagram
 ``python -m training.openset train --out DIR``   fits on every clip and writes the artifact
+``python -m training.openset bf16``   the shipped decider on float32 vs bfloat16 network outputs
+    (``python -m training.openset_embed ... --precision bfloat16`` first)
 
 Reads the per-window network outputs cached by ``python -m training.openset_embed``
 (``gtzan`` and, for the unlabelled check, ``debian``).
@@ -408,6 +410,60 @@ def cmd_cv(args) -> int:
     return 0
 
 
+def cmd_bf16(args) -> int:
+    """The shipped decider on the same windows computed in float32 and in bfloat16 (inference's
+    ``precision = auto`` on a CPU with native bfloat16): same genre, same written-or-not?"""
+    import joblib
+
+    dec = joblib.load(Path(args.model) / "decider.joblib")
+    stop = json.loads((Path(args.model) / "card.json").read_text())["early_stop"]
+    from tagger.models.progressive import stages
+
+    def heard(r):
+        idx: list[int] = []
+        for stage in stages(len(r), 3, 2):
+            idx += stage
+            p = dec.decide(r[sorted(idx)])
+            if p.max() >= stop:
+                break
+        return p
+
+    out = {}
+    for name in ("gtzan", "debian"):
+        try:
+            a, b = load(name), load(f"{name}-bf16")
+        except SystemExit:
+            continue
+        ra, rb = track_rows(a), track_rows(b)
+        same = written_same = 0
+        diff = []
+        for x, y_ in zip(ra, rb):
+            pa, pb = heard(x), heard(y_)
+            same += int(np.argmax(pa) == np.argmax(pb))
+            written_same += int((pa.max() >= dec.threshold) == (pb.max() >= dec.threshold))
+            diff.append(abs(float(pa.max()) - float(pb.max())))
+        out[name] = {"tracks": len(ra), "same_genre": same, "same_written_or_not": written_same,
+                     "max_confidence_difference": round(max(diff), 4),
+                     "median_confidence_difference": round(float(np.median(diff)), 4)}
+    print(json.dumps(out, indent=1))
+    if args.write:
+        import datetime
+
+        card_path = Path(args.model) / "card.json"
+        card = json.loads(card_path.read_text())
+        card["bfloat16"] = {
+            "checked": datetime.date.today().isoformat() + ", on this machine kind (AVX512-BF16): the same "
+                       "windows' network outputs in float32 and bfloat16, heard progressively",
+            "command": "python -m training.openset_embed gtzan --precision bfloat16 && python -m "
+                       "training.openset_embed DEBIAN_MUSIC --name debian --precision bfloat16 && "
+                       "python -m training.openset bf16 --write",
+            **out,
+        }
+        card_path.write_text(json.dumps(card, indent=1) + "\n")
+        print(f"recorded in {card_path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.openset", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -415,8 +471,11 @@ def main(argv: list[str] | None = None) -> int:
     tr = sub.add_parser("train", help="fit on every clip and write the artifact")
     tr.add_argument("--out", required=True)
     tr.add_argument("--name", default="gtzan-musicnn-openset")
+    bf = sub.add_parser("bf16", help="the shipped decider on float32 vs bfloat16 network outputs")
+    bf.add_argument("--model", default=str(ROOT / "tagger" / "models" / "artifacts" / "gtzan-musicnn-openset"))
+    bf.add_argument("--write", action="store_true", help="record the check in the card (enables bfloat16 there)")
     args = ap.parse_args(argv)
-    return cmd_cv(args) if args.cmd == "cv" else cmd_train(args)
+    return {"cv": cmd_cv, "train": cmd_train, "bf16": cmd_bf16}[args.cmd](args)
 
 
 def cmd_train(args) -> int:

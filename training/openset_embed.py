@@ -56,13 +56,16 @@ def track_windows(path: Path, n_windows: int = audio.DEFAULT_WINDOWS) -> np.ndar
     return np.concatenate([musicnn_window_patches(w, clip.sr) for w in clip.windows])
 
 
-def embed(items: list[tuple[str, str, Path]], log=print) -> dict[str, np.ndarray]:
-    """``items``: (track id, genre or "", path). Unreadable files are skipped and reported."""
+def embed(items: list[tuple[str, str, Path]], log=print, precision: str = "float32") -> dict[str, np.ndarray]:
+    """``items``: (track id, genre or "", path). Unreadable files are skipped and reported.
+    ``precision`` "bfloat16" computes as inference does where the card allows it (the check
+    of ``training.openset bf16``)."""
     from tagger.models import runtime
 
-    runtime.set_precision("float32")
-    msd = MusicnnFrontEnd(registry.find("musicnn-msd"), ("penultimate", "tags"))
-    mtt = MusicnnFrontEnd(registry.find("musicnn-mtt"), ("tags",))
+    runtime.set_precision(precision)
+    bf16 = precision == "bfloat16"
+    msd = MusicnnFrontEnd(registry.find("musicnn-msd"), ("penultimate", "tags"), bfloat16_verified=bf16)
+    mtt = MusicnnFrontEnd(registry.find("musicnn-mtt"), ("tags",), bfloat16_verified=bf16)
     cols: dict[str, list] = {"msd_pen": [], "msd_tags": [], "mtt_tags": [], "track": []}
     ids, genres, paths = [], [], []
     t0 = time.time()
@@ -93,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("source", help="'gtzan' (the shared copy) or a folder of audio files")
     ap.add_argument("--name", help="collection name for a folder (default: the folder's name)")
     ap.add_argument("--root", help="GTZAN root (default: ../shared/datasets/gtzan)")
+    ap.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                    help="the networks' arithmetic (bfloat16: the collection is named NAME-bf16)")
     args = ap.parse_args(argv)
     if args.source == "gtzan":
         root = Path(args.root) if args.root else ROOT.parent / "shared" / "datasets" / "gtzan"
@@ -103,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in datasets.AUDIO_SUFFIXES)
         items = [(str(p.relative_to(folder)), "", p) for p in files]
         name = args.name or folder.name
-    data = embed(items)
+    if args.precision == "bfloat16":
+        name += "-bf16"
+    data = embed(items, precision=args.precision)
     CACHE.mkdir(parents=True, exist_ok=True)
     f = collection_path(name)
     tmp = f.with_suffix(".tmp.npz")

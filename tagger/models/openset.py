@@ -43,6 +43,8 @@ from tagger.models.base import Card, Model
 PEN, MSD, MTT = 200, len(genres.MSD_TAGS), len(genres.MTT_TAGS)
 #: the nearest training clips whose distance measures how unfamiliar a track is
 K_NEAREST = 5
+#: the same within one genre's clips (GTZAN's minor genres have 8-10)
+K_GENRE = 3
 FEATURES = ("head_p", "tag_share", "tag_score", "is_head_top", "is_tag_top", "agree", "head_can_name",
             "head_top", "tag_top_share", "novelty", "window_agreement", "genre_novelty",
             "windows_heard")
@@ -66,7 +68,10 @@ class Familiarity:
     ``novelty`` is the log of the mean distance to the ``K_NEAREST`` nearest
     training clips (standardised penultimate space) over the same figure for
     the training clips themselves (each against the others): 0 is as close as
-    a training clip is to its neighbours, positive is farther.
+    a training clip is to its neighbours, positive is farther. Against one
+    genre's clips (``genre=``), the nearest ``K_GENRE`` of them, over that
+    genre's own figure: a genre with many clips (GTZAN's blues, 69 of 218) is
+    dense, and a track must come as close to it as its clips are to each other.
     """
 
     mean: np.ndarray
@@ -74,6 +79,7 @@ class Familiarity:
     points: np.ndarray  # standardised training means (n, 200)
     reference: float
     point_labels: np.ndarray | None = None  # each training clip's genre (an index of the head's labels)
+    genre_references: np.ndarray | None = None  # per head label, its clips' own figure
 
     @classmethod
     def fit(cls, track_means: np.ndarray, labels: np.ndarray | None = None) -> "Familiarity":
@@ -84,7 +90,16 @@ class Familiarity:
         np.fill_diagonal(d, np.inf)
         k = min(K_NEAREST, len(pts) - 1)
         ref = float(np.median(np.sort(d, axis=1)[:, :k].mean(axis=1)))
-        return cls(mean, scale, pts, ref, None if labels is None else np.asarray(labels))
+        refs = None
+        if labels is not None:
+            labels = np.asarray(labels)
+            refs = np.full(int(labels.max()) + 1, ref)
+            for g in np.unique(labels):
+                m = labels == g
+                if m.sum() > 1:
+                    kg = min(K_GENRE, int(m.sum()) - 1)
+                    refs[g] = float(np.median(np.sort(d[np.ix_(m, m)], axis=1)[:, :kg].mean(axis=1)))
+        return cls(mean, scale, pts, ref, labels, refs)
 
     def distances(self, track_mean: np.ndarray) -> np.ndarray:
         z = (np.asarray(track_mean) - self.mean) / self.scale
@@ -93,10 +108,10 @@ class Familiarity:
     def novelty(self, track_mean: np.ndarray, genre: int | None = None, d: np.ndarray | None = None) -> float:
         """The log distance ratio to all training clips, or (``genre``) to those of one genre only."""
         d = self.distances(track_mean) if d is None else d
-        if genre is not None and self.point_labels is not None:
-            d = d[self.point_labels == genre]
-        k = min(K_NEAREST, len(d))
-        return float(np.log(np.sort(d)[:k].mean() / self.reference))
+        if genre is None or self.point_labels is None:
+            return float(np.log(np.sort(d)[:min(K_NEAREST, len(d))].mean() / self.reference))
+        d = d[self.point_labels == genre]
+        return float(np.log(np.sort(d)[:min(K_GENRE, len(d))].mean() / self.genre_references[genre]))
 
 
 def kind_of(x: np.ndarray) -> str:
@@ -225,9 +240,11 @@ class OpenSetModel(Model):
 
         fronts = card.extra["frontends"]
         look = [str(card.directory.parent)]
-        # float32: bfloat16 was not checked against this model's calibration
-        self.msd = MusicnnFrontEnd(registry.find(fronts["msd"]["model"], look), ("penultimate", "tags"))
-        self.mtt = MusicnnFrontEnd(registry.find(fronts["mtt"]["model"], look), ("tags",))
+        # bfloat16 only where this card records the check against float32 (runtime.compute_dtype)
+        bf16 = "bfloat16" in card.extra
+        self.msd = MusicnnFrontEnd(registry.find(fronts["msd"]["model"], look), ("penultimate", "tags"),
+                                   bfloat16_verified=bf16)
+        self.mtt = MusicnnFrontEnd(registry.find(fronts["mtt"]["model"], look), ("tags",), bfloat16_verified=bf16)
         self.decider: OpenSetDecider = joblib.load(card.path)
         if tuple(self.decider.labels) != tuple(card.labels):
             raise ValueError(f"{card.name}: card labels do not match the decider's {self.decider.labels}")

@@ -35,7 +35,7 @@ class Hearing:
     windows: int = audio.DEFAULT_WINDOWS  # planned per track
     first: int = 3  # heard first; 0: every window at once
     step: int = 2  # heard at a time after the first; 0: all the others at once
-    stop: float = 0.85  # top probability that ends a track early (the default model's card: early_stop)
+    stop: float = 0.9  # top probability that ends a track early (the default model's card: early_stop)
 
 
 @dataclass
