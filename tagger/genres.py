@@ -20,8 +20,8 @@ in [0, 1], not a distribution). Its *genre head* turns them into genres:
 
 Tags that do not name a genre (decades, moods, "female vocalists") are ignored.
 Some genres cannot be reached from a tagger's vocabulary: MSD tags have no
-classical, reggae or disco; MTT tags no jazz, blues, hip-hop or reggae. A
-head's ``genres`` lists only the genres it can reach.
+classical or reggae tag (disco only through "dance"); MTT tags no jazz, blues,
+hip-hop or reggae. A head's ``genres`` lists only the genres it can reach.
 """
 from __future__ import annotations
 

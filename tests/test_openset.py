@@ -50,6 +50,11 @@ def test_every_shipped_card_has_calibration_and_open_set_figures():
             assert "reliability" in m and "logo_per_genre" in m
         else:
             assert "calibration" in m and "open_set" in m, card.name
+            for entry in (m["calibration"], m["open_set"]):
+                # figures, or why there are none
+                assert entry.get("computed", True) or entry["reason"], card.name
+            if m["calibration"].get("computed", True):
+                assert 0 <= m["calibration"]["ece"] <= 1 and m["calibration"]["reliability"], card.name
 
 
 def test_decision_confidence_is_the_chosen_candidates_calibrated_probability(model, gtzan):
