@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,39 @@ def _settings(ctx: click.Context, **flags) -> config_mod.Settings:
         raise click.ClickException(str(exc)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def environment_error(exc: BaseException) -> Optional[str]:
+    """A one-line account of a failure of the machine around tagger, not of tagger: a full disk,
+    a database that cannot be opened or reached. None for anything else (a defect: let it show)."""
+    import errno
+
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"no space left on the device{where}: free some space, or set TAGGER_DATA_DIR elsewhere"
+    if isinstance(exc, OperationalError):
+        first = (str(exc.orig) if exc.orig is not None else str(exc)).strip().splitlines()[0]
+        if "disk is full" in first or "disk I/O error" in first:
+            return (f"the results database's disk is full ({first}): free some space, or set "
+                    "TAGGER_DATA_DIR / TAGGER_DB_URL elsewhere")
+        return f"cannot use the results database: {first}"
+    return None
+
+
+class _Group(click.Group):
+    """Turns failures of the environment (``environment_error``) into one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:  # noqa: BLE001 - only environment failures are translated
+            message = environment_error(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tagger")
 @click.option("--db", "db_url", metavar="URL", help="Results database URL (default: SQLite in the data folder; env TAGGER_DB_URL).")
 @click.option("--broker", "broker_url", metavar="URL", help="redis://… to send jobs through Redis (env TAGGER_BROKER_URL).")
@@ -103,10 +136,12 @@ def _print_summary(summary: dict) -> None:
             click.echo(f"  {label:<30} {n}")
     if summary["genres"]:
         click.echo("  genres: " + ", ".join(f"{g} {n}" for g, n in summary["genres"].items()))
+    from tagger.report import printable
+
     for f in summary["failures"]:
-        click.echo(f"  failed: {f['path']}: {f['reason']}")
+        click.echo(f"  failed: {printable(f['path'])}: {printable(f['reason'])}")
     for p in summary["problems"]:
-        click.echo(f"  skipped: {p['path']}: {p['reason']}")
+        click.echo(f"  skipped: {printable(p['path'])}: {printable(p['reason'])}")
 
 
 @main.command()
@@ -158,7 +193,8 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
                                    overwrite=settings.overwrite, model=settings.model, windows=settings.windows,
                                    first_windows=settings.first_windows, window_step=settings.window_step,
                                    early_stop=settings.early_stop)
-    scan_id = scan_mod.create(settings, list(paths), options)
+    follow = settings.is_embedded or bool(wait)
+    scan_id = scan_mod.create(settings, list(paths), options, follows=follow)
     bar = _Bar(enabled=not quiet and not as_json)
     group: Optional[ProcessGroup] = None
 
@@ -169,11 +205,20 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
 
     started = time.monotonic()
     status = "done"
+    terminated = False
+
+    def _terminate(signum, _frame):
+        # SIGTERM (kill, systemd, a container stopping) ends the scan as Ctrl-C does:
+        # workers stopped, unfinished files recorded, the scan marked interrupted
+        nonlocal terminated
+        terminated = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         found, skipped, queued = scan_mod.discover_and_queue(
             settings, scan_id, scan_mod.default_roots(paths), force, on_batch=bar.discovered,
             on_first_job=start_workers)
-        follow = settings.is_embedded or bool(wait)
         if follow and queued:
             scan_mod.wait(settings, scan_id, started, bar, workers=group)
         elif not follow:
@@ -182,6 +227,7 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
         status = "interrupted"
         scan_mod.fail_unfinished(settings, scan_id, "interrupted", "scan interrupted before this file was analysed")
     finally:
+        signal.signal(signal.SIGTERM, previous)
         bar.close()
         if group is not None:
             group.stop()
@@ -195,7 +241,7 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
         if status == "running":
             click.echo(f"queued {summary['queued']} jobs; follow with `tagger status --scan {scan_id}`")
     if status == "interrupted":
-        sys.exit(130)
+        sys.exit(143 if terminated else 130)
 
 
 # ---------------------------------------------------------------- worker
@@ -206,19 +252,19 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
 @click.option("--threads", "-t", type=click.IntRange(min=1), default=1, show_default=True, help="Job threads per process.")
 @click.option("--queues", "-Q", multiple=True, help="Only these queues (default: all).")
 @click.option("--model-threads", type=click.IntRange(min=0), default=0, hidden=True)
+@click.option("--parent", type=click.IntRange(min=0), default=0, hidden=True,
+              help="Stop when this process (the scan that started this worker) is gone.")
 @click.pass_context
-def worker(ctx, processes, threads, queues, model_threads):
+def worker(ctx, processes, threads, queues, model_threads, parent):
     """Run headless workers that take jobs from the configured broker.
 
     Stop with SIGTERM or Ctrl-C: each process finishes its current job first.
     """
-    from tagger import worker as worker_mod
-
     from tagger import scan as scan_mod
+    from tagger import worker as worker_mod
 
     settings = _settings(ctx)
     try:
-
         scan_mod.prepare_database(settings)
     except TaggerError as exc:
         _fail(exc)
@@ -226,7 +272,8 @@ def worker(ctx, processes, threads, queues, model_threads):
         logging.getLogger().setLevel(logging.INFO)
     n = processes or (1 if model_threads else settings.worker_count)
     if n == 1:
-        sys.exit(worker_mod.run(settings, threads=threads, queues=list(queues), model_threads=model_threads))
+        sys.exit(worker_mod.run(settings, threads=threads, queues=list(queues), model_threads=model_threads,
+                                parent=parent))
     group = worker_mod.ProcessGroup(settings, n, threads=threads, queues=list(queues), quiet=False).start()
     import signal
 
@@ -364,21 +411,29 @@ def undo(ctx, scan_id, file_path, dry_run, as_json):
 
     if (scan_id is None) == (file_path is None):
         raise click.UsageError("give exactly one of --scan ID or --file PATH")
+    from tagger.report import printable
+
     settings = _ready(ctx)
+    if scan_id is not None and not undo_mod.scan_exists(settings, scan_id):
+        raise click.ClickException(f"no scan {scan_id} (tagger report lists the scans)")
     results = undo_mod.undo(settings, scan_id=scan_id, path=file_path, dry_run=dry_run)
+    failed = sum(r.status == "failed" for r in results)
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in results], indent=2, ensure_ascii=False))
-        return
-    if not results:
-        click.echo("nothing to undo")
-    for r in results:
-        change = f"{'; '.join(r.genre_before or []) or '-'} -> {'; '.join(r.genre_after or []) or '-'}"
-        click.echo(f"{r.status:<9} {r.path}: {change}" + (f" ({r.reason})" if r.reason else ""))
-    counts = {}
-    for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    if results:
-        click.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + (" (dry run)" if dry_run else ""))
+    else:
+        if not results:
+            click.echo("nothing to undo")
+        for r in results:
+            change = f"{'; '.join(r.genre_before or []) or '-'} -> {'; '.join(r.genre_after or []) or '-'}"
+            click.echo(f"{r.status:<9} {printable(r.path)}: {printable(change)}"
+                       + (f" ({printable(r.reason)})" if r.reason else ""))
+        counts = {}
+        for r in results:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        if results:
+            click.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + (" (dry run)" if dry_run else ""))
+    if failed:
+        sys.exit(1)  # a change that could not be undone is an error, whatever the output format
 
 
 @main.command()

@@ -5,6 +5,7 @@ the analysis ids.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -12,12 +13,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from tagger import discover, queue
 from tagger.config import Settings
 from tagger.db import schema as s
 from tagger.db.engine import ensure_schema, session_scope
+
+log = logging.getLogger("tagger.scan")
 
 BATCH = 500
 
@@ -57,13 +60,74 @@ def prepare_database(settings: Settings) -> None:
     ensure_schema(url, auto_upgrade=url.startswith("sqlite"))
 
 
-def create(settings: Settings, roots: list[str], options: ScanOptions) -> int:
+#: a scan whose following process has not been heard from for this long is dead
+STALE_AFTER_S = 120.0
+#: how often a following process says it is alive
+HEARTBEAT_S = 5.0
+
+
+def create(settings: Settings, roots: list[str], options: ScanOptions, follows: bool = True) -> int:
+    """Record a new scan. ``follows``: this process follows the scan's jobs to the end (it
+    records its pid and a heartbeat, so a later scan can tell when it died); a scan queued
+    for remote workers and left (``tagger scan`` on Redis without ``--wait``) has no owner.
+
+    Scans found dead first (``reap_dead``) give their unfinished files back.
+    """
+    reap_dead(settings)
     with session_scope(settings.database_url) as db:
         scan = s.Scan(roots=[os.fsdecode(os.path.abspath(r)) for r in roots], options=asdict(options),
-                      host=socket.gethostname(), status="running")
+                      host=socket.gethostname(), status="running",
+                      pid=os.getpid() if follows else None, heartbeat_at=s.utcnow() if follows else None)
         db.add(scan)
         db.flush()
         return scan.id
+
+
+def heartbeat(settings: Settings, scan_id: int) -> None:
+    with session_scope(settings.database_url) as db:
+        db.execute(update(s.Scan).where(s.Scan.id == scan_id, s.Scan.pid.is_not(None))
+                   .values(heartbeat_at=s.utcnow()))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def reap_dead(settings: Settings, stale_after_s: float = STALE_AFTER_S) -> list[int]:
+    """Find running scans whose following process is gone (its pid no longer exists on this
+    host, or it has been silent past ``stale_after_s``), mark them interrupted and their
+    unfinished analyses failed, so their files are no longer "in flight" and the next scan
+    takes them up. Returns the ids of the scans reaped.
+
+    Killed without a chance to clean up (kill -9, the OOM killer, a power cut), a scan stays
+    ``running`` and every later scan would skip its unfinished files as another scan's work.
+    """
+    host = socket.gethostname()
+    now = s.utcnow()
+    dead = []
+    with session_scope(settings.database_url) as db:
+        for scan in db.scalars(select(s.Scan).where(s.Scan.status == "running", s.Scan.pid.is_not(None))):
+            beat = scan.heartbeat_at or scan.started_at
+            if beat is not None and beat.tzinfo is None:  # SQLite hands back naive UTC
+                beat = beat.replace(tzinfo=now.tzinfo)
+            gone = scan.host == host and not _pid_alive(scan.pid)
+            silent = beat is None or (now - beat).total_seconds() > stale_after_s
+            if gone or silent:
+                why = (f"process {scan.pid} on {host} is gone" if gone
+                       else f"no sign of life from {scan.host} for {(now - beat).total_seconds():.0f} s")
+                dead.append((scan.id, why))
+    for scan_id, why in dead:
+        fail_unfinished(settings, scan_id, "interrupted",
+                        f"the scan stopped without finishing ({why}) before this file was analysed")
+        finish(settings, scan_id, "interrupted")
+        log.warning("scan %s was dead (%s): marked interrupted, its files are taken up again", scan_id, why)
+    return [scan_id for scan_id, _ in dead]
 
 
 def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], force: bool,
@@ -88,6 +152,7 @@ def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], f
             queue.enqueue(ids)
             queued += len(ids)
         batch.clear()
+        heartbeat(settings, scan_id)  # discovery of a large tree is part of the scan's life
         if on_batch:
             on_batch(found, queued)
 
@@ -169,14 +234,46 @@ def progress(settings: Settings, scan_id: int, started: float) -> Progress:
     return Progress(total=total, done=done, counts=counts, elapsed=time.monotonic() - started)
 
 
+#: below this much free space where the results database lives, a scan stops (writes would fail)
+MIN_FREE_BYTES = 64 * 1024
+
+
+def check_space(settings: Settings) -> None:
+    """Raise ``OSError(ENOSPC)`` when the folder of an SQLite results database is (nearly) full.
+
+    Workers whose database writes fail on a full disk retry them as transient, so a scan would
+    sit at the same count for minutes saying nothing; the scanner looks instead.
+    """
+    import errno
+    import shutil
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    if not url.drivername.startswith("sqlite") or not url.database:
+        return
+    folder = Path(url.database).parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < MIN_FREE_BYTES:
+        raise OSError(errno.ENOSPC, "no space left for the results database", str(folder))
+
+
 def wait(settings: Settings, scan_id: int, started: float, on_progress: Callable[[Progress], None],
          workers=None, poll: float = 0.5, discovering: Callable[[], bool] = lambda: False) -> Progress:
     """Follow a scan until every analysis has finished (or local workers cannot go on)."""
+    beat = time.monotonic()
     while True:
         p = progress(settings, scan_id, started)
         on_progress(p)
+        if time.monotonic() - beat >= HEARTBEAT_S:
+            heartbeat(settings, scan_id)
+            beat = time.monotonic()
         if p.done >= p.total and not discovering():
             return p
+        check_space(settings)
         if workers is not None and not workers.check():
             fail_unfinished(settings, scan_id, "worker", "worker processes stopped unexpectedly; see worker.log")
             return progress(settings, scan_id, started)

@@ -46,6 +46,11 @@ def _latest_in_chain(db, change: s.TagChange) -> s.TagChange:
         current = nxt
 
 
+def scan_exists(settings: Settings, scan_id: int) -> bool:
+    with session_scope(settings.database_url) as db:
+        return db.get(s.Scan, scan_id) is not None
+
+
 def changes_to_undo(settings: Settings, scan_id: Optional[int] = None, path: Optional[str] = None) -> list[int]:
     """Ids of the newest change per file for a scan, or the newest change of one file."""
     with session_scope(settings.database_url) as db:

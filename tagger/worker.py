@@ -22,8 +22,13 @@ log = logging.getLogger("tagger.worker")
 
 
 def run(settings: Settings, threads: int = 1, queues: Optional[list[str]] = None,
-        model_threads: int = 0) -> int:
-    """Run one worker process until SIGTERM or SIGINT; finishes its current job first."""
+        model_threads: int = 0, parent: int = 0) -> int:
+    """Run one worker process until SIGTERM or SIGINT; finishes its current job first.
+
+    ``parent``: the pid of the scan that started this worker (``ProcessGroup``); when that
+    process is gone (killed with -9, say, so it could not stop its workers) the worker stops
+    as on SIGTERM instead of living on as an orphan holding a model in memory.
+    """
     import dramatiq
 
     from tagger import queue
@@ -47,7 +52,9 @@ def run(settings: Settings, threads: int = 1, queues: Optional[list[str]] = None
     log.info("worker %s ready on %s", os.getpid(), _redact(settings.queue_url))
     try:
         while not stop.wait(0.5):
-            pass
+            if parent and os.getppid() != parent:
+                log.info("worker %s: the scan that started it (%s) is gone; stopping", os.getpid(), parent)
+                break
     finally:
         # unacked prefetched messages go back; the running job completes
         worker.stop(timeout=settings.job_time_limit * 1000)
@@ -136,7 +143,7 @@ class ProcessGroup:
         env.update(self.settings.to_env())
         model_threads = max(1, (os.cpu_count() or 1) // self.n)
         cmd = [sys.executable, "-m", "tagger", "worker", "--processes", "1", "--threads", str(self.threads),
-               "--model-threads", str(model_threads)]
+               "--model-threads", str(model_threads), "--parent", str(os.getpid())]
         for q in self.queues:
             cmd += ["--queues", q]
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,10 @@ class Scan(Base):
     roots: Mapped[list[str]] = mapped_column(JSON, default=list)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     host: Mapped[str] = mapped_column(String(255), default="")
+    # the process that follows the scan's jobs to the end (the embedded default, --wait, the API):
+    # gone from ``host``, or silent past scan.STALE_AFTER_S, and the scan is dead (scan.reap_dead)
+    pid: Mapped[Optional[int]] = mapped_column(Integer)
+    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     found: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)  # unchanged since their last analysis
     queued: Mapped[int] = mapped_column(Integer, default=0)
