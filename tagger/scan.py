@@ -100,8 +100,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def reap_dead(settings: Settings, stale_after_s: float = STALE_AFTER_S) -> list[int]:
-    """Find running scans whose following process is gone (its pid no longer exists on this
-    host, or it has been silent past ``stale_after_s``), mark them interrupted and their
+    """Find running scans whose following process is gone (on this host: its pid no longer
+    exists; on another: silent past ``stale_after_s``), mark them interrupted and their
     unfinished analyses failed, so their files are no longer "in flight" and the next scan
     takes them up. Returns the ids of the scans reaped.
 
@@ -116,8 +116,9 @@ def reap_dead(settings: Settings, stale_after_s: float = STALE_AFTER_S) -> list[
             beat = scan.heartbeat_at or scan.started_at
             if beat is not None and beat.tzinfo is None:  # SQLite hands back naive UTC
                 beat = beat.replace(tzinfo=now.tzinfo)
+            # on this host the pid says it; from another host only the heartbeat can
             gone = scan.host == host and not _pid_alive(scan.pid)
-            silent = beat is None or (now - beat).total_seconds() > stale_after_s
+            silent = scan.host != host and (beat is None or (now - beat).total_seconds() > stale_after_s)
             if gone or silent:
                 why = (f"process {scan.pid} on {host} is gone" if gone
                        else f"no sign of life from {scan.host} for {(now - beat).total_seconds():.0f} s")
