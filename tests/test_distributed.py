@@ -567,3 +567,33 @@ def test_broker_url_carries_the_recovery_options(settings):
         assert (broker.heartbeat_timeout, broker.maintenance_chance) == (3000, 500000)
     finally:
         broker.close()
+
+
+def _children_of(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                argv = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"--parent" in argv and argv[argv.index(b"--parent") + 1] == str(pid).encode():
+                out.append(int(d.name))
+    return out
+
+
+def test_a_supervisor_killed_with_sigkill_takes_its_workers_with_it(dist, tmp_path):
+    """`tagger worker -p 2` killed -9: its children notice and stop instead of taking jobs for ever."""
+    sup = Workers(dist, tmp_path / "sup.log", "--processes", "2")
+    try:
+        wait_until(lambda: sup.text().count("ready on") >= 2, 90, "both workers to start")
+        children = _children_of(sup.pid)
+        assert len(children) == 2
+        sup.proc.send_signal(signal.SIGKILL)
+        sup.proc.wait(10)
+        wait_until(lambda: not _children_of(sup.pid), 30, "the orphaned workers to stop")
+        assert "is gone; stopping" in sup.text()
+    finally:
+        for pid in _children_of(sup.pid):
+            os.kill(pid, signal.SIGKILL)
+        sup.out.close()
