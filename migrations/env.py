@@ -1,6 +1,6 @@
 """Alembic environment: the URL comes from the caller's config (tagger.db.engine)."""
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import engine_from_config, event, pool
 
 from tagger.db.schema import Base
 
@@ -15,9 +15,20 @@ def run_offline() -> None:
         context.run_migrations()
 
 
+def _wait_when_busy(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.close()
+
+
 def run_online() -> None:
     connectable = engine_from_config(config.get_section(config.config_ini_section, {}),
                                      prefix="sqlalchemy.", poolclass=pool.NullPool)
+    if connectable.dialect.name == "sqlite":
+        # the busy timeout of tagger's own connections: processes that start together wait
+        # for each other instead of failing on a locked file (foreign keys stay off here, as
+        # batch migrations copy and drop tables)
+        event.listen(connectable, "connect", _wait_when_busy)
     with connectable.connect() as connection:
         # batch mode lets later migrations alter SQLite tables
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)

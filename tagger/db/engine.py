@@ -20,8 +20,8 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets the scanner read progress while workers write; the busy timeout
     # makes concurrent writers wait instead of failing
+    cur.execute("PRAGMA busy_timeout=60000")  # first: switching to WAL itself may have to wait
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=60000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
