@@ -35,6 +35,11 @@ def environment_error(exc: BaseException) -> Optional[str]:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" ({exc.filename})" if exc.filename else ""
         return f"no space left on the device{where}: free some space, or set TAGGER_DATA_DIR elsewhere"
+    if _is_broker_error(exc):
+        first = " ".join(str(exc).split()) or type(exc).__name__
+        return f"cannot reach the broker: {first}"
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
     if isinstance(exc, OperationalError):
         first = (str(exc.orig) if exc.orig is not None else str(exc)).strip().splitlines()[0]
         if "disk is full" in first or "disk I/O error" in first:
@@ -42,6 +47,12 @@ def environment_error(exc: BaseException) -> Optional[str]:
                     "TAGGER_DATA_DIR / TAGGER_DB_URL elsewhere")
         return f"cannot use the results database: {first}"
     return None
+
+
+def _is_broker_error(exc: BaseException) -> bool:
+    """Redis unreachable, refused or timing out (redis-py's errors are not OSErrors)."""
+    return type(exc).__module__.startswith("redis") and type(exc).__name__ in ("ConnectionError", "TimeoutError",
+                                                                             "BusyLoadingError")
 
 
 class _Group(click.Group):
@@ -226,6 +237,21 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
     except KeyboardInterrupt:
         status = "interrupted"
         scan_mod.fail_unfinished(settings, scan_id, "interrupted", "scan interrupted before this file was analysed")
+    except Exception as exc:
+        message = environment_error(exc)
+        if message is None:
+            raise
+        # the broker or the disk went away: the scan ends here, recorded, with one line
+        bar.close()
+        if group is not None:
+            group.stop()
+            group = None
+        try:
+            scan_mod.fail_unfinished(settings, scan_id, "interrupted", f"scan stopped: {message}")
+            scan_mod.finish(settings, scan_id, "interrupted")
+        except Exception:  # noqa: BLE001 - the database may be what is gone; the next scan reaps it
+            pass
+        raise click.ClickException(message) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
@@ -356,6 +382,8 @@ def status(ctx, scan_id, as_json):
 
     settings = _ready(ctx)
     with session_scope(settings.database_url) as db:
+        if scan_id is not None and db.get(s.Scan, scan_id) is None:
+            raise click.ClickException(f"no scan {scan_id} (tagger report lists the scans)")
         scan_id = scan_id or db.scalar(select(func.max(s.Scan.id)))
     doc = {"queue": queue.depth(settings)}
     if scan_id:

@@ -200,3 +200,19 @@ def test_a_data_folder_that_fills_during_a_scan_stops_it_with_one_line(settings,
     err = proc.stderr.read().decode()
     assert code == 1 and "Traceback" not in err and "no space left" in err, err
     _wait_gone(proc.pid)
+
+
+def test_unreachable_services_and_bad_targets_are_one_line(settings, audio_factory):
+    path = audio_factory("mp3", name="one/a.mp3", seconds=10)
+    cases = {
+        ("status", "--scan", "99"): "no scan 99",
+        ("report", "--format", "html", "-o", "/proc/x.html"): "/proc/x.html: No such file or directory",
+        ("--db", "postgresql+psycopg://x@127.0.0.1:1/x", "report"): "cannot use the results database",
+        ("--broker", "redis://127.0.0.1:1/0", "scan", str(path.parent)): "cannot reach the broker",
+    }
+    for args, said in cases.items():
+        out = run_cli(settings, *args)
+        assert out.returncode == 1 and said in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr and out.stderr.strip().count("\n") == 0, (args, out.stderr)
+    with session_scope(settings.database_url) as db:  # the scan that could not queue is not left running
+        assert [sc.status for sc in db.scalars(select(s.Scan))] == ["interrupted"]
