@@ -70,6 +70,8 @@ class Settings:
     api_token: str = ""
     #: ``tagger serve``: folders whose files ``?path=`` and ``POST /v1/scans`` may name; none: refused
     library_roots: tuple[str, ...] = ()
+    #: ``tagger serve``: Host names answered besides loopback ones and the bind host; others: 421
+    allowed_hosts: tuple[str, ...] = ()
     #: ``tagger serve``: largest accepted upload, MiB
     max_upload_mb: int = 200
     #: ``tagger serve``: longest audio accepted for a prediction, seconds
@@ -142,6 +144,9 @@ def _coerce(name: str, value: Any) -> Any:
             if isinstance(value, str):
                 return tuple(p for p in value.split(os.pathsep) if p)
             return tuple(str(p) for p in value)
+        if name == "allowed_hosts":  # host names may hold ":" (a port), so commas, not os.pathsep
+            items = value.split(",") if isinstance(value, str) else [str(h) for h in value]
+            return tuple(h.strip() for h in items if h.strip())
         if name == "path_map":
             if isinstance(value, str):
                 pairs = [p.split("=", 1) for p in value.split(";") if p]

@@ -3,6 +3,8 @@
 Every answer is JSON; every error is ``{"error": "<one line>"}`` with a
 status code that says whose fault it was. Exceptions never reach a client:
 anything unexpected is logged here and answered as a 500 without details.
+Before any route: the Content-Length must be a plain number and the Host
+header must name this server (tagger/api/security.py says which names do).
 See tagger/api/ for the parts: security, uploads, predictions, queries, scans,
 and the OpenAPI document.
 """
@@ -22,14 +24,15 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from tagger import __version__
 from tagger.api import openapi, queries, uploads
 from tagger.api.predict import Batcher, predict_file
 from tagger.api.scans import ScanRunner
-from tagger.api.security import ApiError, check_bind, confine, is_loopback, token_matches
+from tagger.api.security import (ApiError, check_bind, confine, host_allowed, is_loopback, served_names,
+                                 token_matches)
 from tagger.config import Settings
 from tagger.errors import FileMissing, ModelMissing, TaggerError, UnreadableAudio, UnsupportedFormat
 
@@ -37,8 +40,12 @@ log = logging.getLogger("tagger.serve")
 
 #: the largest JSON request body (POST /v1/scans)
 MAX_JSON_BYTES = 1 << 20
-#: seconds a connection may stay silent before it is dropped (slow clients hold a thread)
+#: seconds a connection may stay silent before it is dropped (slow clients hold a thread);
+#: a body must also keep up uploads.MIN_BODY_RATE on average
 SOCKET_TIMEOUT = 60
+#: the longest Content-Length read as a number (10**18 bytes is past any limit; int() of
+#: thousands of digits is slow, and past 4300 it raises)
+_MAX_LENGTH_DIGITS = 18
 
 #: the status code for each kind of TaggerError a prediction raises
 _STATUS = {UnsupportedFormat: 415, UnreadableAudio: 422, FileMissing: 404, ModelMissing: 503}
@@ -47,9 +54,10 @@ _STATUS = {UnsupportedFormat: 415, UnreadableAudio: 422, FileMissing: 404, Model
 class App:
     """What the handlers share: settings, the model batcher, the scan runner, the upload folder."""
 
-    def __init__(self, settings: Settings, token_required: bool):
+    def __init__(self, settings: Settings, token_required: bool, served_names: frozenset[str] = frozenset()):
         self.settings = settings
         self.token_required = token_required
+        self.served_names = served_names  # Host names answered besides loopback ones (security.host_allowed)
         self.started = time.monotonic()
         self.tmpdir = Path(tempfile.mkdtemp(prefix="tagger-serve-"))  # mode 0700: private to this user
         self.batcher = Batcher(settings)
@@ -119,10 +127,16 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         self.t0 = time.perf_counter()
         self.body_read = False
+        self.content_length: Optional[int] = None
         self.extra_headers = None
         url = urlsplit(self.path)
         try:
+            self.content_length = self._content_length()
+            self._check_host(url.netloc)
             self.query = parse_qs(url.query, keep_blank_values=True, max_num_fields=100)
+        except ApiError as exc:
+            self._fail(exc)
+            return
         except ValueError:
             self._fail(ApiError(400, "too many query parameters"))
             return
@@ -161,10 +175,54 @@ class Handler(BaseHTTPRequestHandler):
 
     def _finish_body(self) -> None:
         # a body left unread would be parsed as the next request: drop the connection instead
-        if not self.body_read and int(self.headers.get("Content-Length") or 0) > 0:
+        if not self.body_read and (self.content_length or 0) > 0:
             self.close_connection = True
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
+
+    def _content_length(self) -> Optional[int]:
+        """The Content-Length header as a number; None without one. Raises ApiError (400, 413).
+
+        Only plain ASCII digits: int() would also take "+5", " 5", "1_0" and
+        other scripts' digits, which a proxy in front may read differently. A
+        request whose length is unknown cannot be framed, so the connection
+        closes after the answer.
+        """
+        values = self.headers.get_all("Content-Length") or []
+        if not values:
+            return None
+        keep = self.close_connection  # what the request's Connection header and version decided
+        self.close_connection = True  # until the value is known to be good
+        texts = {v.strip() for v in values}
+        if len(texts) > 1:
+            raise ApiError(400, "more than one Content-Length, and they differ")
+        text = texts.pop()
+        if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
+            raise ApiError(400, "Content-Length is negative")
+        if not (text.isascii() and text.isdigit()):
+            raise ApiError(400, "Content-Length is not a number")
+        if len(text.lstrip("0")) > _MAX_LENGTH_DIGITS:
+            raise ApiError(413, "Content-Length is larger than any body this server accepts")
+        self.close_connection = keep
+        return int(text)
+
+    def _check_host(self, target_authority: str) -> None:
+        """Refuse a request that names another server (DNS rebinding); raises ApiError."""
+        values = self.headers.get_all("Host") or []
+        if len(values) > 1:
+            raise ApiError(400, "more than one Host header")
+        if not values and self.request_version == "HTTP/1.0" and not target_authority:
+            return  # HTTP/1.0 has no Host; no browser sends such a request, so nothing is rebound
+        if not values:
+            raise ApiError(400, "the Host header is required")
+        local = self.connection.getsockname()[0]
+        for name in filter(None, (values[0], target_authority)):  # an absolute-form target names a host too
+            if not host_allowed(name, self.app.served_names, local):
+                # 421 Misdirected Request (RFC 9110, 15.5.20): the request names an authority this
+                # server does not answer for, which is exactly the case. 403 would say the caller
+                # lacks a permission, but no credential changes this answer; only the name does.
+                raise ApiError(421, "this server does not answer for that Host name "
+                                    "(allowed_hosts / TAGGER_ALLOWED_HOSTS)")
 
     def _authorise(self) -> None:
         token = self.app.settings.api_token
@@ -197,18 +255,17 @@ class Handler(BaseHTTPRequestHandler):
     def body_length(self, limit: int, what: str) -> int:
         if self.headers.get("Transfer-Encoding"):
             raise ApiError(411, "chunked bodies are not accepted: send Content-Length")
-        text = self.headers.get("Content-Length")
-        if text is None:
+        length = self.content_length  # checked to be a number before any route ran
+        if length is None:
             raise ApiError(411, "Content-Length is required")
-        try:
-            length = int(text)
-        except ValueError:
-            raise ApiError(400, "Content-Length is not a number") from None
-        if length < 0:
-            raise ApiError(400, "Content-Length is negative")
         if length > limit:
             raise ApiError(413, f"{what} of {length} bytes is larger than the limit of {limit} bytes")
         return length
+
+    def body(self, length: int) -> Iterator[bytes]:
+        """The body's chunks as they arrive (``uploads.body_chunks``: 400 cut short, 408 too slow)."""
+        yield from uploads.body_chunks(self.rfile, self.connection, length, self.timeout)
+        self.body_read = True
 
 
 def _status_of(exc: TaggerError) -> int:
@@ -234,7 +291,7 @@ def openapi_json(h: Handler) -> tuple[int, Any]:
 def predict(h: Handler) -> tuple[int, Any]:
     app = h.app
     path = h.arg("path")
-    has_body = bool(h.headers.get("Transfer-Encoding")) or int(h.headers.get("Content-Length") or 0) > 0
+    has_body = bool(h.headers.get("Transfer-Encoding")) or (h.content_length or 0) > 0
     if path is not None and has_body:
         raise ApiError(400, "send either an upload or ?path=, not both")
     if path is not None:
@@ -252,8 +309,7 @@ def predict(h: Handler) -> tuple[int, Any]:
         os.close(fd)
         files = [Path(name)]
         try:
-            uploads.receive(h.rfile, length, files[0])
-            h.body_read = True
+            uploads.receive(h.body(length), files[0])
             ctype, params = uploads.header_params(h.headers.get("Content-Type") or "application/octet-stream")
             filename = h.arg("filename")
             audio_file = files[0]
@@ -265,7 +321,13 @@ def predict(h: Handler) -> tuple[int, Any]:
                 raise ApiError(400, "the uploaded file is empty (0 bytes)")
             named = uploads.name_by_content(audio_file, filename)
             files.append(named)
-            result = predict_file(str(named), app.settings, app.batcher)
+            try:
+                result = predict_file(str(named), app.settings, app.batcher)
+            except TaggerError as exc:
+                # the decoder's words name the temp file and its own internals: the log keeps
+                # them, the client gets the reason alone
+                log.info("upload refused: %s", exc.message)
+                raise uploads.public_error(exc, (str(app.tmpdir), os.path.realpath(app.tmpdir))) from None
         finally:
             for f in files:
                 f.unlink(missing_ok=True)
@@ -310,12 +372,11 @@ def start_scan(h: Handler) -> tuple[int, Any]:
     length = h.body_length(MAX_JSON_BYTES, "the request body")
     if ctype != "application/json":
         raise ApiError(415, "send the scan request as application/json")
-    raw = h.rfile.read(length)
-    h.body_read = True
-    if len(raw) < length:
-        raise ApiError(400, "the body ended before Content-Length bytes")
+    raw = b"".join(h.body(length))
     try:
         doc = json.loads(raw)
+    except RecursionError:  # the decoder's recursion limit: a 1 MiB body can nest 500k deep
+        raise ApiError(400, "the JSON body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "the body is not valid JSON") from None
     if not isinstance(doc, dict):
@@ -369,9 +430,10 @@ def make_server(settings: Settings, host: str, port: int) -> tuple[Server, App]:
     from tagger import queue, scan as scan_mod
 
     check_bind(host, settings.api_token)
+    names = served_names(host, settings.allowed_hosts)
     scan_mod.prepare_database(settings)
     queue.configure(settings)
-    app = App(settings, token_required=bool(settings.api_token))
+    app = App(settings, token_required=bool(settings.api_token), served_names=names)
     handler = type("BoundHandler", (Handler,), {"app": app})
     server_cls = Server
     if ":" in host:

@@ -59,14 +59,27 @@ class Served:
         return self.proc.returncode
 
 
-def start_server(settings: config.Settings, where: Path, host: str = "127.0.0.1", **env: str) -> Served:
-    """``python -m tagger serve --port 0`` with the settings; returns once the model is loaded."""
+#: ``python -c`` for a server whose idle timeout is argv[1] seconds instead of a minute (the same
+#: code, only waiting less, so tests of slow clients take seconds)
+_SHORT_TIMEOUT = ("import sys; from tagger import serve; serve.Handler.timeout = float(sys.argv.pop(1)); "
+                  "from tagger.cli import main; main()")
+
+
+def start_server(settings: config.Settings, where: Path, host: str = "127.0.0.1",
+                 read_timeout: float | None = None, **env: str) -> Served:
+    """``python -m tagger serve --port 0`` with the settings; returns once the model is loaded.
+
+    ``read_timeout``: the server's socket timeout (how long a silent client is waited for).
+    """
     where.mkdir(parents=True, exist_ok=True)
     tmpdir = where / "tmp"
     tmpdir.mkdir(exist_ok=True)
     log = where / "serve.log"
+    python = [sys.executable, "-m", "tagger"]
+    if read_timeout is not None:
+        python = [sys.executable, "-c", _SHORT_TIMEOUT, str(read_timeout)]
     with open(log, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "tagger", "serve", "--host", host, "--port", "0"],
+        proc = subprocess.Popen([*python, "serve", "--host", host, "--port", "0"],
                                 env=cli_env(settings, TMPDIR=str(tmpdir), **env), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 90
@@ -218,7 +231,7 @@ def test_size_and_duration_limits(served, library, tmp_path):
     assert big.stat().st_size > UPLOAD_LIMIT_MB * 1024 * 1024
     assert_error(served.post("/v1/predict", data=big.read_bytes()), 413, "larger than the limit")
     # refused on the header alone: the server answers before any of the body is sent
-    head = _raw(served.url, b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n")
+    head = _raw(served.url, b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 999999999\r\n\r\n")
     assert head.startswith("HTTP/1.1 413") and '"error"' in head
     long = audiofiles.make_audio(tmp_path, "mp3", "long.mp3", seconds=DURATION_LIMIT_S + 5)
     assert_error(served.post("/v1/predict", data=long.read_bytes()), 413, "at most 40 s")

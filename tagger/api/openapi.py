@@ -108,7 +108,8 @@ def _schemas() -> dict[str, Any]:
 def document(token_required: bool) -> dict[str, Any]:
     """The document for a server that does (or does not) require a bearer token."""
     auth_errors = {"401": _err("missing or wrong bearer token")} if token_required else {}
-    common = {**auth_errors, "500": _err("internal error (details only in the server log)")}
+    common = {**auth_errors, "421": _err("a Host header naming another server (allowed_hosts)"),
+              "500": _err("internal error (details only in the server log)")}
     audio_body = {"schema": {"type": "string", "format": "binary"}}
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
@@ -118,7 +119,8 @@ def document(token_required: bool) -> dict[str, Any]:
             "/v1/health": {"get": {
                 "operationId": "health", "summary": "Liveness and whether the model is loaded (no token needed)",
                 "security": [],
-                "responses": {"200": _ok("the server answers", "Health"), "500": common["500"]},
+                "responses": {"200": _ok("the server answers", "Health"), "421": common["421"],
+                              "500": common["500"]},
             }},
             "/v1/predict": {"post": {
                 "operationId": "predict",
@@ -143,6 +145,7 @@ def document(token_required: bool) -> dict[str, Any]:
                     "400": _err("malformed request (no audio, both a body and a path, bad multipart, bad path)"),
                     "403": _err("path outside the library roots, or no roots configured"),
                     "404": _err("no such file under the library roots"),
+                    "408": _err("an upload that stopped arriving, or arrived too slowly"),
                     "411": _err("an upload without Content-Length"),
                     "413": _err("upload larger than max_upload_mb, or audio longer than max_duration_s"),
                     "415": _err("not a supported audio format"),
@@ -168,6 +171,7 @@ def document(token_required: bool) -> dict[str, Any]:
                         "400": _err("malformed request"),
                         "403": _err("a path outside the library roots, or no roots configured"),
                         "404": _err("a path that does not exist"),
+                        "408": _err("a body that stopped arriving, or arrived too slowly"),
                         "411": _err("a body without Content-Length"),
                         "413": _err("body too large"),
                         "415": _err("not application/json"),

@@ -3,15 +3,20 @@
 The rules: the server binds to loopback by default; bound anywhere else it
 refuses to start without a bearer token. A configured token is required on
 every route but health, wherever the server listens. Paths named by callers
-must resolve (symlinks followed) inside a configured library root.
+must resolve (symlinks followed) inside a configured library root. A request
+must name this server in its Host header (loopback names, the address it was
+reached at, the bind host, or ``allowed_hosts``): a browser page whose own name
+an attacker re-points at 127.0.0.1 (DNS rebinding) sends that name, and is refused.
 """
 from __future__ import annotations
 
 import hmac
 import ipaddress
 import os
+import re
 import socket
 from pathlib import PurePosixPath
+from typing import Collection, Optional
 
 from tagger.errors import ConfigError
 
@@ -26,10 +31,21 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def _is_loopback_ip(text: str) -> bool:
-    ip = ipaddress.ip_address(text.split("%", 1)[0])
+def _ip(text: str) -> Optional[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """An IP literal (a zone ``%eth0`` ignored, ``::ffff:a.b.c.d`` as a.b.c.d); None for anything else."""
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback too
+        return ip.ipv4_mapped  # ::ffff:127.0.0.1 is loopback too
+    return ip
+
+
+def _is_loopback_ip(text: str) -> bool:
+    ip = _ip(text)
+    if ip is None:
+        raise ValueError(text)
     return ip.is_loopback
 
 
@@ -62,6 +78,67 @@ def check_bind(host: str, token: str) -> None:
     if not is_loopback(host) and not token:
         raise ConfigError(f"refusing to listen on {host or 'every interface'} (not a loopback address) "
                           "without a bearer token: set TAGGER_API_TOKEN (or api_token in the config file)")
+
+
+#: Host names that are this machine whatever DNS says (IP literals are checked as addresses)
+LOOPBACK_NAMES = frozenset({"localhost"})
+#: bind addresses that mean "every interface": no client names the server by them
+_WILDCARDS = frozenset({"0.0.0.0", "::"})
+_HOST = re.compile(r"\[(?P<v6>[0-9a-z:.%]+)\](?::[0-9]*)?|(?P<name>[a-z0-9_.-]+)(?::[0-9]*)?")
+
+
+def host_name(header: str) -> Optional[str]:
+    """The host part of a Host header value, or None when it is malformed.
+
+    Lower case, without port or brackets, a trailing dot dropped, IP literals
+    in canonical form: ``"[::1]:8750"`` and the bracketless ``"::1"`` (not
+    valid, but sent) both give ``"::1"``.
+    """
+    text = header.strip().lower()
+    if text.count(":") > 1 and not text.startswith("["):
+        name = text
+    else:
+        m = _HOST.fullmatch(text)
+        if not m:
+            return None
+        name = m.group("v6") or m.group("name").rstrip(".")
+    ip = _ip(name)
+    if ip is not None:
+        return str(ip)
+    return name if name and ":" not in name else None
+
+
+def served_names(bind_host: str, allowed_hosts: Collection[str]) -> frozenset[str]:
+    """The Host names a server bound to ``bind_host`` answers for, besides loopback ones.
+
+    Raises ConfigError for an ``allowed_hosts`` entry that is not a host name
+    (``http://tagger.lan`` or ``*.lan`` would otherwise silently match nothing).
+    """
+    names = set()
+    for entry in allowed_hosts:
+        name = host_name(entry)
+        if name is None:
+            raise ConfigError(f"allowed_hosts: {entry!r} is not a host name (name or address, optional :port)")
+        names.add(name)
+    names.add(host_name(bind_host))
+    return frozenset(n for n in names if n and n not in _WILDCARDS)
+
+
+def host_allowed(header: str, served: Collection[str], local_address: str) -> bool:
+    """Whether a request's Host header names this server.
+
+    Names are never resolved: resolving the attacker's name is what DNS
+    rebinding exploits. Accepted are ``localhost``, any loopback address,
+    the address the connection arrived at (an IP literal cannot be
+    rebound), and the ``served`` names (the bind host and ``allowed_hosts``).
+    """
+    name = host_name(header)
+    if name is None:
+        return False
+    if name in LOOPBACK_NAMES or name in served:
+        return True
+    ip = _ip(name)
+    return ip is not None and (ip.is_loopback or ip == _ip(local_address))
 
 
 def token_matches(header: str | None, token: str) -> bool:

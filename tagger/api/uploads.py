@@ -2,22 +2,34 @@
 
 An upload never sits whole in memory: the body goes to a file in the
 server's private temp folder in chunks, and a multipart body's ``file`` part
-is found in that file through a memory map and copied out.
+is found in that file through a memory map and copied out. A body that stops
+arriving, or arrives too slowly, is answered 408 rather than waited for.
+
+Errors about an upload are told to the client without the server's insides:
+no temp path, no decoder's memory addresses or stream numbers.
 """
 from __future__ import annotations
 
 import mmap
 import os
+import re
+import socket
+import time
 from email.message import Message
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import BinaryIO, Iterable, Iterator, Optional
 
 from tagger import formats
 from tagger.api.security import ApiError
+from tagger.errors import TaggerError
 
 CHUNK = 1 << 20
 #: the multipart field that carries the audio
 FIELD = "file"
+#: the slowest body accepted, bytes per second over the whole body (after a grace of one idle
+#: timeout): every read has its own timeout, but a client sending a byte just within it each
+#: time would otherwise hold its thread for as long as it likes
+MIN_BODY_RATE = 16 * 1024
 
 
 def header_params(value: str) -> tuple[str, dict[str, str]]:
@@ -29,16 +41,42 @@ def header_params(value: str) -> tuple[str, dict[str, str]]:
     return main, {k.lower(): v for k, v in params[1:]}
 
 
-def receive(rfile: BinaryIO, length: int, dest: Path) -> None:
-    """Copy exactly ``length`` bytes of the request body into ``dest``."""
+def body_chunks(rfile: BinaryIO, sock: socket.socket, length: int, idle_s: float) -> Iterator[bytes]:
+    """The request body's ``length`` bytes, as they arrive.
+
+    Raises ApiError: 400 when the client closes early, 408 when nothing comes
+    for ``idle_s`` or the whole body takes longer than ``idle_s`` plus
+    ``length / MIN_BODY_RATE``. The socket's timeout is ``idle_s`` again after.
+    """
+    deadline = time.monotonic() + idle_s + length / MIN_BODY_RATE
     left = length
-    with open(dest, "wb") as out:
+    try:
         while left > 0:
-            chunk = rfile.read(min(CHUNK, left))
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                raise ApiError(408, f"the body arrived too slowly: {length - left} of the {length} bytes "
+                                    f"announced in {idle_s + length / MIN_BODY_RATE:.0f} s")
+            sock.settimeout(min(idle_s, wait))
+            try:
+                chunk = rfile.read1(min(CHUNK, left))  # one recv: the deadline is checked between them
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    continue  # said as "too slowly" above
+                raise ApiError(408, f"the body stopped arriving after {length - left} of the {length} bytes "
+                                    f"announced (nothing for {idle_s:.0f} s)") from None
             if not chunk:
                 raise ApiError(400, f"the body ended after {length - left} of the {length} bytes announced")
-            out.write(chunk)
             left -= len(chunk)
+            yield chunk
+    finally:
+        sock.settimeout(idle_s)
+
+
+def receive(chunks: Iterable[bytes], dest: Path) -> None:
+    """Write a body's chunks (``body_chunks``) into ``dest``."""
+    with open(dest, "wb") as out:
+        for chunk in chunks:
+            out.write(chunk)
 
 
 def extract_part(body: Path, boundary: str, dest: Path) -> Optional[str]:
@@ -102,3 +140,52 @@ def name_by_content(path: Path, filename: Optional[str]) -> Path:
     named = path.with_name(path.name + suffix)
     os.replace(path, named)
     return named
+
+
+#: tagger.audio's words for a decoder's own complaint, "<prefix> (<the decoder's last line>)"
+_DECODER_FAILED = re.compile(r"(?:not a readable audio file|decoding failed|corrupt audio: the decoder failed)"
+                             r" \((?P<detail>.*)\)")
+#: parts of a decoder's line that describe the server, not the upload
+_INSIDES = [
+    re.compile(r"\[[^\[\]]*@\s*0x[0-9a-f]+\]", re.I),  # "[mp3float @ 0x55f6…]": a decoder context's address
+    re.compile(r"\[Errno -?\d+\]"),
+    re.compile(r"\b(?:error while decoding |output file |input )?(?:stream )?#\d+(?::\d+)?:?", re.I),
+    re.compile(r"""['"]?(?<![\w.])/[^\s'"]*['"]?:?"""),  # an absolute path (a temp file's)
+]
+#: decoder lines that say nothing about the upload once cleaned, and what to say instead
+_DAMAGED = "the data is damaged or not audio"
+_VAGUE = {"": _DAMAGED, "invalid argument": _DAMAGED, "does not contain any stream": "no audio stream",
+          "end of file": "it ends before any audio"}
+_MAX_REASON = 120
+
+
+def scrub(message: str, private: Iterable[str] = ()) -> str:
+    """``message`` without the ``private`` strings (the server's folders) and the decoder's insides."""
+    for text in sorted({t for t in private if t}, key=len, reverse=True):
+        message = message.replace(text, "")
+    for pattern in _INSIDES:
+        message = pattern.sub(" ", message)
+    return " ".join(message.split()).strip(" :,;")
+
+
+def public_error(exc: TaggerError, private: Iterable[str] = ()) -> TaggerError:
+    """The same kind of error as ``exc``, its message fit for the client who uploaded the file.
+
+    A decoder's complaint becomes ``cannot decode the uploaded audio: <reason>``
+    (its last line, cleaned; one that says nothing once cleaned is replaced);
+    other messages (too short, silent, truncated) are tagger's own and kept,
+    cleaned all the same. ``private``: the server's temp folder and file names.
+    """
+    private = list(private)
+    m = _DECODER_FAILED.fullmatch(exc.message)
+    if m is None:
+        return type(exc)(scrub(exc.message, private))
+    reason = scrub(m.group("detail"), private)
+    if reason.lower().startswith("last message repeated"):  # ffmpeg's, about the line it did not keep
+        reason = ""
+    reason = _VAGUE.get(reason.lower(), reason)
+    if len(reason) > _MAX_REASON:
+        reason = reason[: _MAX_REASON - 1].rstrip() + "…"
+    if reason[1:2].islower():  # "Invalid data …" reads on after the colon; "CRC mismatch" keeps its case
+        reason = reason[0].lower() + reason[1:]
+    return type(exc)(f"cannot decode the uploaded audio: {reason}")
