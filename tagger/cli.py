@@ -11,7 +11,7 @@ from typing import Optional
 
 import click
 
-from tagger import __version__
+from tagger import __version__, errors
 from tagger import config as config_mod
 from tagger.errors import TaggerError
 
@@ -35,7 +35,7 @@ def environment_error(exc: BaseException) -> Optional[str]:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" ({exc.filename})" if exc.filename else ""
         return f"no space left on the device{where}: free some space, or set TAGGER_DATA_DIR elsewhere"
-    if _is_broker_error(exc):
+    if errors.broker_unreachable(exc):
         first = " ".join(str(exc).split()) or type(exc).__name__
         return f"cannot reach the broker: {first}"
     if isinstance(exc, OSError) and exc.filename and exc.strerror:
@@ -47,12 +47,6 @@ def environment_error(exc: BaseException) -> Optional[str]:
                     "TAGGER_DATA_DIR / TAGGER_DB_URL elsewhere")
         return f"cannot use the results database: {first}"
     return None
-
-
-def _is_broker_error(exc: BaseException) -> bool:
-    """Redis unreachable, refused or timing out (redis-py's errors are not OSErrors)."""
-    return type(exc).__module__.startswith("redis") and type(exc).__name__ in ("ConnectionError", "TimeoutError",
-                                                                             "BusyLoadingError")
 
 
 class _Group(click.Group):
@@ -184,7 +178,7 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
     """
     from tagger import queue, scan as scan_mod
     from tagger.models.predictor import Predictor
-    from tagger.worker import ProcessGroup
+    from tagger.workers.processes import ProcessGroup
 
     settings = _settings(ctx, workers=workers, min_confidence=min_confidence, model=model,
                          overwrite=overwrite or None, windows=windows, first_windows=first_windows,
@@ -287,7 +281,7 @@ def worker(ctx, processes, threads, queues, model_threads, parent):
     Stop with SIGTERM or Ctrl-C: each process finishes its current job first.
     """
     from tagger import scan as scan_mod
-    from tagger import worker as worker_mod
+    from tagger.workers import processes as worker_mod
 
     settings = _settings(ctx)
     try:

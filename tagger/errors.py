@@ -53,3 +53,36 @@ class ConfigError(TaggerError):
 class TransientError(TaggerError):
     permanent = False
     kind = "transient"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures worth retrying: the database or the broker away, the file busy.
+
+    The one place that decides it: the queue's retry policy and the pipeline ask here.
+    """
+    import errno
+
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if isinstance(exc, TaggerError):
+        return not exc.permanent
+    if isinstance(exc, (OperationalError, InterfaceError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, OSError) and exc.errno in (errno.EBUSY, errno.EAGAIN, errno.ETXTBSY, errno.EINTR):
+        return True
+    return broker_unreachable(exc) or _is_redis_error(exc)
+
+
+def broker_unreachable(exc: BaseException) -> bool:
+    """The broker refused, timed out or is still loading (redis-py's errors are not OSErrors)."""
+    import dramatiq.errors
+    import redis.exceptions
+
+    return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                            dramatiq.errors.ConnectionError))
+
+
+def _is_redis_error(exc: BaseException) -> bool:
+    import redis.exceptions
+
+    return isinstance(exc, redis.exceptions.RedisError)

@@ -7,7 +7,6 @@ crash is recognised instead of repeated.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import socket
@@ -16,14 +15,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.exc import InterfaceError as SAInterfaceError
+from sqlalchemy.exc import IntegrityError
 
 from tagger import audio, formats, tags
 from tagger.config import Settings
 from tagger.db import schema as s
 from tagger.db.engine import session_scope
-from tagger.errors import FileMissing, TaggerError, TransientError, UnsupportedFormat
+from tagger.errors import FileMissing, TaggerError, TransientError, UnsupportedFormat, is_transient
 from tagger.models.base import Prediction
 from tagger.models.predictor import Predictor
 from tagger.models.progressive import Hearing
@@ -83,17 +81,6 @@ def analyse(analysis_id: int, settings: Settings) -> Optional[str]:
     log.info("%s %s: %s (%.2f, %s) in %.2fs", status, job.path, prediction.genre,
              prediction.confidence, prediction.model, time.monotonic() - started)
     return status
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Failures worth retrying: the database or broker away, the file busy."""
-    if isinstance(exc, TaggerError):
-        return not exc.permanent
-    if isinstance(exc, (OperationalError, SAInterfaceError, ConnectionError, TimeoutError)):
-        return True
-    if isinstance(exc, OSError) and exc.errno in (errno.EBUSY, errno.EAGAIN, errno.ETXTBSY, errno.EINTR):
-        return True
-    return type(exc).__module__.startswith("redis")
 
 
 def _start(analysis_id: int, settings: Settings) -> Optional[Job]:

@@ -1,19 +1,21 @@
 """Broker set-up and enqueueing: the local SQLite queue or Redis, same actors.
 
-``configure(settings)`` builds the broker the settings name, makes it
-Dramatiq's global broker and declares the actors (``workers.actors``), whose
-decorators bind to whatever broker is global when they are imported.
+``configure(settings)`` builds the broker the settings name (with the retry and
+failure-recording middleware of ``tagger.workers.middleware``) and makes it
+Dramatiq's global broker. Messages are sent by actor name, so this module never
+imports the actors: worker processes declare them (``tagger.workers.actors``).
 """
 from __future__ import annotations
 
 from typing import Iterable, Optional
 
 import dramatiq
-from dramatiq.middleware import CurrentMessage
 
 from tagger.config import Settings
 
 QUEUE_NAME = "tagger"
+#: the actor that analyses one file (``tagger.workers.actors.analyse_file``)
+ANALYSE = "analyse_file"
 
 _settings: Optional[Settings] = None
 _broker: Optional[dramatiq.Broker] = None
@@ -27,14 +29,17 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
         url, options = redis_options(url)
         broker = RedisBroker(url=url, **options)
     elif url.startswith("sqlite:///"):
-        from tagger.localqueue import SQLiteBroker
+        from tagger.workers.sqlite_broker import SQLiteBroker
 
         broker = SQLiteBroker(url[len("sqlite:///"):])
     else:
         from tagger.errors import ConfigError
 
         raise ConfigError(f"unsupported broker URL {url!r} (use redis://… or sqlite:///…)")
-    broker.add_middleware(CurrentMessage())
+    from tagger.workers import middleware
+
+    middleware.install(broker, settings)
+    broker.declare_queue(QUEUE_NAME)
     return broker
 
 
@@ -70,7 +75,7 @@ def redis_options(url: str) -> tuple[str, dict[str, int]]:
 
 
 def configure(settings: Settings) -> dramatiq.Broker:
-    """Make the settings' broker global and declare the actors on it (once per process)."""
+    """Make the settings' broker global (once per process and broker URL)."""
     global _settings, _broker
     if _broker is not None and _settings is not None and _settings.queue_url == settings.queue_url:
         _settings = settings
@@ -78,18 +83,11 @@ def configure(settings: Settings) -> dramatiq.Broker:
     _settings = settings
     _broker = make_broker(settings)
     dramatiq.set_broker(_broker)
-    # the first import declares the actors on the broker that is global then; a later
-    # broker (other settings in the same process) must get them declared explicitly
-    from workers import actors
-
-    for actor in (actors.analyse_file,):
-        actor.broker = _broker
-        _broker.declare_actor(actor)
     return _broker
 
 
 def settings() -> Settings:
-    """The settings the broker was configured with (actors read them)."""
+    """The settings the broker was configured with (actors and middleware read them)."""
     if _settings is None:
         from tagger import config
 
@@ -100,10 +98,9 @@ def settings() -> Settings:
 
 def enqueue(analysis_ids: Iterable[int]) -> int:
     """Send one message per analysis; returns how many."""
-    from workers.actors import analyse_file
-
     assert _broker is not None, "queue.configure() first"
-    messages = [analyse_file.message(int(i)) for i in analysis_ids]
+    messages = [dramatiq.Message(queue_name=QUEUE_NAME, actor_name=ANALYSE, args=(int(i),), kwargs={}, options={})
+                for i in analysis_ids]
     if hasattr(_broker, "enqueue_many"):
         _broker.enqueue_many(messages)
     else:
@@ -119,6 +116,8 @@ def depth(settings: Settings) -> dict[str, int]:
         counts = broker.pending(QUEUE_NAME)
         return {"waiting": counts.get("ready", 0), "in_flight": counts.get("taken", 0),
                 "dead": counts.get("dead", 0)}
+    # RedisBroker has no count of its own: these are its keys (Dramatiq 2.x), pinned by
+    # tests against a real Redis (test_distributed: status --json after queueing and failing)
     client, key = broker.client, f"{broker.namespace}:{QUEUE_NAME}"
     waiting = client.llen(key) + client.llen(f"{key}.DQ")
     stored = client.hlen(f"{key}.msgs") + client.hlen(f"{key}.DQ.msgs")

@@ -9,7 +9,7 @@ import numpy as np
 from services import run_cli
 
 from tagger import tags
-from tagger.worker import ProcessGroup
+from tagger.workers.processes import ProcessGroup
 
 OTHER = {"title": ["Título"], "artist": ["Artist"], "album": ["An Album"]}
 

@@ -597,3 +597,36 @@ def test_a_supervisor_killed_with_sigkill_takes_its_workers_with_it(dist, tmp_pa
         for pid in _children_of(sup.pid):
             os.kill(pid, signal.SIGKILL)
         sup.out.close()
+
+
+@pytest.mark.slow
+def test_the_attempt_recorded_final_is_the_last_one(dist, audio_factory, tmp_path):
+    """Retries and the record agree on the last attempt: TAGGER_MAX_RETRIES=1 is one retry, then failed.
+
+    Every attempt fails transiently (the predictions table stays locked, and the worker's
+    database connection gives up on a lock after 0.3 s); the analysis must be recorded failed
+    on the attempt after which no delivery follows, and the message must end dead-lettered.
+    """
+    paths = library(audio_factory, 1)
+    sep = "&" if "?" in dist.database_url else "?"
+    impatient = replace(dist, db_url=f"{dist.database_url}{sep}options=-c%20lock_timeout%3D300", max_retries=1)
+    held = ResultsHeld(dist)
+    worker = Workers(impatient, tmp_path / "worker.log", "--processes", "1")
+    try:
+        wait_until(lambda: "ready on" in worker.text(), 60, "the worker to start")
+        queued = queue_scan(dist, paths[0].parent)
+        wait_until(lambda: analyses(dist, queued["scan_id"])[0]["status"] == s.FAILED, 60, "the analysis to fail")
+        wait_until(lambda: queue_depth(dist) == {"waiting": 0, "in_flight": 0, "dead": 1}, 30,
+                   f"the message to be dead-lettered (queue: {queue_depth(dist)})")
+        time.sleep(3)  # longer than the backoff of a further retry
+    finally:
+        held.release()
+        code = worker.stop()
+    assert code == 0, worker.text()[-3000:]
+    row = analyses(dist, queued["scan_id"])[0]
+    assert (row["status"], row["attempts"], row["error_kind"]) == (s.FAILED, 2, "transient"), row
+    with session_scope(dist.database_url) as db:
+        finals = list(db.scalars(select(s.Error.final).where(s.Error.analysis_id == row["id"]).order_by(s.Error.id)))
+    assert finals == [False, True]
+    assert worker.text().count("Retrying message") == 1, worker.text()[-3000:]
+    assert queue_depth(dist) == {"waiting": 0, "in_flight": 0, "dead": 1}

@@ -1,1 +1,2 @@
-"""Dramatiq actors: thin wrappers that call tagger code."""
+"""Entry point for Dramatiq's own command line (``dramatiq workers.broker``); the actors
+live in ``tagger.workers``."""

@@ -1,7 +1,7 @@
 """Scans started over HTTP: the same scan module and queue as ``tagger scan``.
 
 With the embedded default (no Redis broker) the server is the only thing that
-can run the jobs, so it starts local worker processes (``tagger.worker.ProcessGroup``)
+can run the jobs, so it starts local worker processes (``tagger.workers.processes.ProcessGroup``)
 when a scan queues its first job and stops them when no scan needs them; one
 group serves every concurrent scan. With a Redis broker, jobs go to
 ``tagger worker`` processes wherever they run, and the server only follows
@@ -16,7 +16,7 @@ from typing import Optional
 
 from tagger import queue, scan as scan_mod
 from tagger.config import Settings
-from tagger.worker import ProcessGroup
+from tagger.workers.processes import ProcessGroup
 
 log = logging.getLogger("tagger.serve")
 

@@ -33,11 +33,13 @@ def run(settings: Settings, threads: int = 1, queues: Optional[list[str]] = None
 
     from tagger import queue
     from tagger.models import runtime
+    from tagger.workers import actors
 
     runtime.set_threads(model_threads or max(1, (os.cpu_count() or 1) // max(1, threads)))
     runtime.set_precision(settings.precision)
     warm_up(settings)
     broker = queue.configure(settings)
+    actors.declare(broker)
     worker = dramatiq.Worker(broker, queues=set(queues) if queues else None, worker_threads=threads,
                              worker_timeout=500)
     stop = threading.Event()

@@ -9,7 +9,7 @@ import time
 import dramatiq
 from dramatiq.message import Message
 
-from tagger.localqueue import SQLiteBroker
+from tagger.workers.sqlite_broker import SQLiteBroker
 
 
 def _msg(i):
@@ -47,7 +47,7 @@ def test_message_of_a_killed_process_is_redelivered(tmp_path):
     broker.enqueue(_msg(1))
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from tagger.localqueue import SQLiteBroker
+        from tagger.workers.sqlite_broker import SQLiteBroker
         b = SQLiteBroker({str(path)!r}); b.declare_queue("q")
         m = next(b.consume("q", timeout=5000))
         print("claimed", m.args, flush=True)
@@ -101,10 +101,13 @@ def test_a_consumer_holds_at_most_prefetch_messages(tmp_path):
 
 def test_a_second_broker_in_one_process_gets_the_actors(tmp_path):
     from tagger import config, queue
+    from tagger.workers import actors
 
     for name in ("a", "b"):
         settings = config.load({"data_dir": tmp_path / name}, environ={}, config_file=tmp_path / "none.toml")
         broker = queue.configure(settings)
+        assert "analyse_file" not in broker.get_declared_actors()  # sending needs no actor
+        actors.declare(broker)
         assert "analyse_file" in broker.get_declared_actors()
         assert queue.enqueue([1]) == 1
         assert broker.pending(queue.QUEUE_NAME) == {"ready": 1}
