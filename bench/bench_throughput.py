@@ -106,14 +106,15 @@ def bounds(paths: list[Path], model_name: str, how) -> dict:
     model runs both as tagging runs it (one call per stage of a track) and
     batched (8 tracks' windows per call); the bound takes the faster.
     """
-    from tagger import audio, features, formats, worker
+    from tagger import audio, features, formats
     from tagger.config import Settings
     from tagger.models import progressive, registry, runtime
+    from tagger.workers import processes
 
     runtime.set_threads(1)
     model = registry.load(model_name)
-    worker.warm_up(Settings(model=model_name, windows=how.windows, first_windows=how.first,
-                            window_step=how.step, early_stop=how.stop))
+    processes.warm_up(Settings(model=model_name, windows=how.windows, first_windows=how.first,
+                               window_step=how.step, early_stop=how.stop))
     warm = audio.load_clip(paths[0], formats.confirm(paths[0]))  # imports, filterbanks, first-call costs
     features.mel_patches(warm.windows[0], warm.sr)
     features.mfcc_stats(warm.windows[:1], warm.sr)

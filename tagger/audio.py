@@ -20,6 +20,7 @@ import numpy as np
 
 from tagger import features
 from tagger.errors import UnreadableAudio, UnsupportedFormat
+from tagger.options import Hearing
 
 #: formats libsndfile cannot open; they go straight to ffmpeg
 FFMPEG_ONLY = {"m4a", "mp4", "aac", "m4b"}
@@ -27,8 +28,8 @@ FFMPEG_ONLY = {"m4a", "mp4", "aac", "m4b"}
 #: libsndfile's seek lands some windows hundreds of samples early (PyAV's is exact)
 AV_FIRST = FFMPEG_ONLY | {"ogg"}
 
-#: windows analysed per track, spread over its whole length
-DEFAULT_WINDOWS = 10
+#: windows analysed per track, spread over its whole length (declared by tagger.options.Hearing)
+DEFAULT_WINDOWS = Hearing.windows
 #: skip this fraction at each end (intros, fade-outs, silence)
 EDGE_FRACTION = 0.05
 #: RMS below this (about -60 dBFS) counts as silence

@@ -7,7 +7,6 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import click
 
@@ -25,38 +24,14 @@ def _settings(ctx: click.Context, **flags) -> config_mod.Settings:
         raise click.ClickException(str(exc)) from None
 
 
-def environment_error(exc: BaseException) -> Optional[str]:
-    """A one-line account of a failure of the machine around tagger, not of tagger: a full disk,
-    a database that cannot be opened or reached. None for anything else (a defect: let it show)."""
-    import errno
-
-    from sqlalchemy.exc import OperationalError
-
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        where = f" ({exc.filename})" if exc.filename else ""
-        return f"no space left on the device{where}: free some space, or set TAGGER_DATA_DIR elsewhere"
-    if errors.broker_unreachable(exc):
-        first = " ".join(str(exc).split()) or type(exc).__name__
-        return f"cannot reach the broker: {first}"
-    if isinstance(exc, OSError) and exc.filename and exc.strerror:
-        return f"{exc.filename}: {exc.strerror}"
-    if isinstance(exc, OperationalError):
-        first = (str(exc.orig) if exc.orig is not None else str(exc)).strip().splitlines()[0]
-        if "disk is full" in first or "disk I/O error" in first:
-            return (f"the results database's disk is full ({first}): free some space, or set "
-                    "TAGGER_DATA_DIR / TAGGER_DB_URL elsewhere")
-        return f"cannot use the results database: {first}"
-    return None
-
-
 class _Group(click.Group):
-    """Turns failures of the environment (``environment_error``) into one line and exit code 1."""
+    """Turns failures of the environment (``errors.environment_error``) into one line and exit code 1."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except Exception as exc:  # noqa: BLE001 - only environment failures are translated
-            message = environment_error(exc)
+            message = errors.environment_error(exc)
             if message is None:
                 raise
             raise click.ClickException(message) from None
@@ -178,6 +153,7 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
     """
     from tagger import queue, scan as scan_mod
     from tagger.models.predictor import Predictor
+    from tagger.options import ScanOptions
     from tagger.workers.processes import ProcessGroup
 
     settings = _settings(ctx, workers=workers, min_confidence=min_confidence, model=model,
@@ -194,22 +170,12 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
         queue.configure(settings)
     except TaggerError as exc:
         _fail(exc)
-    options = scan_mod.ScanOptions(dry_run=dry_run, force=force, min_confidence=settings.min_confidence,
-                                   overwrite=settings.overwrite, model=settings.model, windows=settings.windows,
-                                   first_windows=settings.first_windows, window_step=settings.window_step,
-                                   early_stop=settings.early_stop)
+    options = ScanOptions.from_settings(settings, dry_run=dry_run, force=force)
     follow = settings.is_embedded or bool(wait)
     scan_id = scan_mod.create(settings, list(paths), options, follows=follow)
     bar = _Bar(enabled=not quiet and not as_json)
-    group: Optional[ProcessGroup] = None
-
-    def start_workers() -> None:
-        nonlocal group
-        if settings.is_embedded:
-            group = ProcessGroup(settings, settings.worker_count).start()
-
-    started = time.monotonic()
-    status = "done"
+    # with the embedded default this scan runs its own workers, started with its first job
+    workers = ProcessGroup(settings, settings.worker_count) if settings.is_embedded else None
     terminated = False
 
     def _terminate(signum, _frame):
@@ -221,38 +187,18 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
 
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        found, skipped, queued = scan_mod.discover_and_queue(
-            settings, scan_id, scan_mod.default_roots(paths), force, on_batch=bar.discovered,
-            on_first_job=start_workers)
-        if follow and queued:
-            scan_mod.wait(settings, scan_id, started, bar, workers=group)
-        elif not follow:
-            status = "running"
+        status = scan_mod.run(settings, scan_id, scan_mod.default_roots(paths), options, workers=workers,
+                              follow=follow, on_discovered=bar.discovered, on_progress=bar)
     except KeyboardInterrupt:
         status = "interrupted"
-        scan_mod.fail_unfinished(settings, scan_id, "interrupted", "scan interrupted before this file was analysed")
     except Exception as exc:
-        message = environment_error(exc)
+        message = errors.environment_error(exc)
         if message is None:
             raise
-        # the broker or the disk went away: the scan ends here, recorded, with one line
-        bar.close()
-        if group is not None:
-            group.stop()
-            group = None
-        try:
-            scan_mod.fail_unfinished(settings, scan_id, "interrupted", f"scan stopped: {message}")
-            scan_mod.finish(settings, scan_id, "interrupted")
-        except Exception:  # noqa: BLE001 - the database may be what is gone; the next scan reaps it
-            pass
-        raise click.ClickException(message) from None
+        raise click.ClickException(message) from None  # the broker or the disk went away: recorded
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
-        if group is not None:
-            group.stop()
-    if status != "running":
-        scan_mod.finish(settings, scan_id, status)
     summary = scan_mod.summary(settings, scan_id)
     if as_json:
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False))

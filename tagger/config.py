@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tagger.errors import ConfigError
+from tagger.options import MIN_CONFIDENCE, Hearing
 
 
 def _data_dir() -> Path:
@@ -43,17 +44,17 @@ class Settings:
     #: local worker processes for an embedded scan; 0: one per core
     workers: int = 0
     #: below this confidence no tag is written
-    min_confidence: float = 0.65
+    min_confidence: float = MIN_CONFIDENCE
     #: model name; empty: the default chain (primary, then fallback)
     model: str = ""
     #: 3 s windows analysed per track, spread over it (fewer: faster, a little less accurate)
-    windows: int = 10
+    windows: int = Hearing.windows
     #: windows heard first; more only while the model's confidence is below early_stop (0: all at once)
-    first_windows: int = 3
+    first_windows: int = Hearing.first
     #: windows heard at a time after the first ones (0: all the others at once)
-    window_step: int = 2
+    window_step: int = Hearing.step
     #: top probability at which the windows heard so far decide a track
-    early_stop: float = 0.9
+    early_stop: float = Hearing.stop
     #: musicnn's arithmetic: auto (bfloat16 where the CPU has it in hardware), float32, bfloat16
     precision: str = "auto"
     #: extra directories searched for model cards before the shipped ones
@@ -78,10 +79,8 @@ class Settings:
     max_duration_s: float = 3600.0
 
     @property
-    def hearing(self):
-        """How much of each track the model hears (``tagger.models.progressive.Hearing``)."""
-        from tagger.models.progressive import Hearing
-
+    def hearing(self) -> Hearing:
+        """How much of each track the model hears (``tagger.options.Hearing``)."""
         return Hearing(self.windows, self.first_windows, self.window_step, self.early_stop)
 
     @property

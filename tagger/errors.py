@@ -4,6 +4,9 @@
 recorded once, never retried; transient ones (a busy file, a database hiccup)
 are retried by the queue's middleware.
 """
+from __future__ import annotations
+
+from typing import Optional
 
 
 class TaggerError(Exception):
@@ -55,6 +58,12 @@ class TransientError(TaggerError):
     kind = "transient"
 
 
+class ModelBusy(TransientError):
+    """The model did not answer in time (``tagger serve`` under load)."""
+
+    kind = "model_busy"
+
+
 def is_transient(exc: BaseException) -> bool:
     """Failures worth retrying: the database or the broker away, the file busy.
 
@@ -86,3 +95,27 @@ def _is_redis_error(exc: BaseException) -> bool:
     import redis.exceptions
 
     return isinstance(exc, redis.exceptions.RedisError)
+
+
+def environment_error(exc: BaseException) -> Optional[str]:
+    """A one-line account of a failure of the machine around tagger, not of tagger: a full disk,
+    a database that cannot be opened or reached. None for anything else (a defect: let it show)."""
+    import errno
+
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"no space left on the device{where}: free some space, or set TAGGER_DATA_DIR elsewhere"
+    if broker_unreachable(exc):
+        first = " ".join(str(exc).split()) or type(exc).__name__
+        return f"cannot reach the broker: {first}"
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, OperationalError):
+        first = (str(exc.orig) if exc.orig is not None else str(exc)).strip().splitlines()[0]
+        if "disk is full" in first or "disk I/O error" in first:
+            return (f"the results database's disk is full ({first}): free some space, or set "
+                    "TAGGER_DATA_DIR / TAGGER_DB_URL elsewhere")
+        return f"cannot use the results database: {first}"
+    return None

@@ -24,7 +24,7 @@ from tagger.db.engine import session_scope
 from tagger.errors import FileMissing, TaggerError, TransientError, UnsupportedFormat, is_transient
 from tagger.models.base import Prediction
 from tagger.models.predictor import Predictor
-from tagger.models.progressive import Hearing
+from tagger.options import ScanOptions
 
 log = logging.getLogger("tagger.pipeline")
 
@@ -49,7 +49,7 @@ class Job:
     format: str
     size: int
     mtime_ns: int
-    options: dict
+    options: ScanOptions
 
 
 def analyse(analysis_id: int, settings: Settings) -> Optional[str]:
@@ -104,58 +104,57 @@ def _start(analysis_id: int, settings: Settings) -> Optional[Job]:
             format=f.format,
             size=a.size,
             mtime_ns=a.mtime_ns,
-            options=dict(a.scan.options or {}),
+            options=ScanOptions.from_record(a.scan.options),
         )
 
 
 def predict_path(path: str, settings: Settings, model: str = "") -> tuple[Prediction, audio.Clip]:
-    """Predict one file's genre without recording or writing anything (``tagger serve``, scripts).
+    """Predict one file's genre as a job would, recording and writing nothing (scripts, benchmarks,
+    tests that compare other routes with a scan's).
 
-    Raises the same one-line TaggerErrors a job records (unsupported, unreadable, too short, ...).
+    Raises the same one-line TaggerErrors a job records (missing, unsupported, unreadable, ...).
     """
-    if not os.path.isfile(path):
-        raise FileMissing("no such file")
-    if os.path.getsize(path) == 0:
-        raise UnsupportedFormat("empty file (0 bytes)")
-    fmt = formats.confirm(path)
+    fmt = check_file(path)
     prediction, heard = predictor_for(model or settings.model, settings.model_dirs).hear(path, fmt, settings.hearing)
     return prediction, heard.clip
 
 
-def _run(job: Job, settings: Settings) -> tuple[str, Prediction, Optional[dict]]:
-    if not os.path.lexists(job.path):
-        if settings.path_map or not os.path.isdir(os.path.dirname(job.path)):
+def check_file(path: str, path_map: bool = False) -> str:
+    """The format of the file a job is about to hear; raises a one-line TaggerError when there
+    is nothing to hear (gone, a folder, empty, unreadable, content not of its name's format).
+    ``path_map``: the worker maps the scanner's paths (a missing file may be a missing mount)."""
+    if not os.path.lexists(path):
+        if path_map or not os.path.isdir(os.path.dirname(path)):
             # a worker on another machine that does not see the scanner's folders
             raise FileMissing(f"file not found on this worker ({socket.gethostname()}): is the library "
                               "mounted at the same path here, or is path_map set?")
         raise FileMissing("file no longer exists (deleted or moved since the scan)")
-    if os.path.isdir(job.path):
+    if os.path.isdir(path):
         raise UnsupportedFormat("a folder, not a file")
     try:
-        size = os.stat(job.path).st_size
+        size = os.stat(path).st_size
     except OSError as exc:
         raise FileMissing(f"cannot read file: {exc.strerror or exc}") from None
     if size == 0:
         raise UnsupportedFormat("empty file (0 bytes)")
-    if not os.access(job.path, os.R_OK):
+    if not os.access(path, os.R_OK):
         raise FileMissing("cannot read file: permission denied")
-    fmt = formats.confirm(job.path)  # the content must agree with the name
+    return formats.confirm(path)  # the content must agree with the name
 
+
+def _run(job: Job, settings: Settings) -> tuple[str, Prediction, Optional[dict]]:
+    fmt = check_file(job.path, bool(settings.path_map))
     opts = job.options
-    predictor = predictor_for(opts.get("model") or settings.model, settings.model_dirs)
-    how = Hearing(int(opts.get("windows") or settings.windows),
-                  int(opts.get("first_windows", settings.first_windows)),
-                  int(opts.get("window_step", settings.window_step)),
-                  float(opts.get("early_stop", settings.early_stop)))
-    prediction, heard = predictor.hear(job.path, fmt, how)
+    predictor = predictor_for(opts.model or settings.model, settings.model_dirs)
+    prediction, heard = predictor.hear(job.path, fmt, opts.hearing)
     log.debug("%s: heard %d of %d windows", job.path, heard.windows, heard.planned)
 
     current = tags.read(job.path, fmt)
-    if opts.get("dry_run"):
+    if opts.dry_run:
         return s.DRY_RUN, prediction, {"before": current, "after": None}
-    if prediction.confidence < float(opts.get("min_confidence", settings.min_confidence)):
+    if prediction.confidence < opts.min_confidence:
         return s.LOW_CONFIDENCE, prediction, {"before": current, "after": None}
-    if current.get("genre") and not current.get("model") and not opts.get("overwrite"):
+    if current.get("genre") and not current.get("model") and not opts.overwrite:
         return s.KEPT, prediction, {"before": current, "after": None}  # the user's own genre
 
     wanted = {
@@ -239,7 +238,7 @@ def _finish_ok(settings: Settings, job: Job, status: str, p: Prediction, change:
         ))
         f = db.get(s.File, job.file_id)
         f.size, f.mtime_ns = size, mtime_ns
-        if not job.options.get("dry_run"):
+        if not job.options.dry_run:
             f.done_size, f.done_mtime_ns, f.done_model = size, mtime_ns, p.model
         if status == s.TAGGED:
             f.genre, f.confidence = p.genre, p.confidence

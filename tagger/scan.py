@@ -9,9 +9,9 @@ import logging
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Protocol
 
 from sqlalchemy import func, select, update
 
@@ -19,23 +19,11 @@ from tagger import discover, queue
 from tagger.config import Settings
 from tagger.db import schema as s
 from tagger.db.engine import ensure_schema, session_scope
+from tagger.options import ScanOptions  # noqa: F401 - part of this module's interface (scan.create)
 
 log = logging.getLogger("tagger.scan")
 
 BATCH = 500
-
-
-@dataclass(frozen=True)
-class ScanOptions:
-    dry_run: bool = False
-    force: bool = False
-    min_confidence: float = 0.65
-    overwrite: bool = False
-    model: str = ""
-    windows: int = 10
-    first_windows: int = 3
-    window_step: int = 2
-    early_stop: float = 0.9
 
 
 @dataclass
@@ -75,7 +63,7 @@ def create(settings: Settings, roots: list[str], options: ScanOptions, follows: 
     """
     reap_dead(settings)
     with session_scope(settings.database_url) as db:
-        scan = s.Scan(roots=[os.fsdecode(os.path.abspath(r)) for r in roots], options=asdict(options),
+        scan = s.Scan(roots=[os.fsdecode(os.path.abspath(r)) for r in roots], options=options.to_record(),
                       host=socket.gethostname(), status="running",
                       pid=os.getpid() if follows else None, heartbeat_at=s.utcnow() if follows else None)
         db.add(scan)
@@ -294,9 +282,92 @@ def fail_unfinished(settings: Settings, scan_id: int, kind: str, reason: str) ->
 
 
 def finish(settings: Settings, scan_id: int, status: str = "done") -> None:
+    """End a running scan with ``status``; a scan already ended (interrupted by a server
+    stopping, found dead by another scan) keeps the end it was given."""
     with session_scope(settings.database_url) as db:
-        scan = db.get(s.Scan, scan_id)
-        scan.status, scan.finished_at = status, s.utcnow()
+        db.execute(update(s.Scan).where(s.Scan.id == scan_id, s.Scan.status == "running")
+                   .values(status=status, finished_at=s.utcnow()))
+
+
+class Interrupted(Exception):
+    """Ends a scan's ``run`` as interrupted, with this reason (``tagger serve`` stopping)."""
+
+
+class Workers(Protocol):
+    """Local worker processes for a scan: started when it queues its first job, stopped when
+    it ends (``tagger.workers.processes.ProcessGroup`` for ``tagger scan``; ``tagger serve``
+    shares one group between its scans)."""
+
+    def start(self) -> Optional["Checked"]:
+        """Start (or join) the workers; what ``wait`` asks whether they still run."""
+
+    def stop(self) -> None:
+        """Stop (or leave) them; called once, however the scan ends."""
+
+
+class Checked(Protocol):
+    def check(self) -> bool: ...
+
+
+def run(settings: Settings, scan_id: int, roots: list[str], options: ScanOptions, *,
+        workers: Optional[Workers] = None, follow: bool = True,
+        on_discovered: Optional[Callable[[int, int], None]] = None,
+        on_progress: Callable[[Progress], None] = lambda _p: None,
+        within: Optional[Iterable[str]] = None) -> str:
+    """Run a recorded scan: walk the roots and queue a job per file, start ``workers`` with the
+    first job, follow the jobs to the end, finish the scan. ``tagger scan`` and ``tagger serve``
+    both run scans through here.
+
+    ``follow=False`` (jobs for remote workers, not waited for) returns ``"running"`` once
+    everything is queued. Otherwise returns the status the scan ended with. However the run
+    ends, what is unfinished is recorded: interrupted (Ctrl-C, SIGTERM raised as
+    KeyboardInterrupt, ``Interrupted``, the broker or the disk gone) or an internal error, each unfinished
+    analysis failed with the reason, the scan marked interrupted; then the exception goes on
+    to the caller, which says it its own way.
+    """
+    from tagger.errors import environment_error
+
+    started = time.monotonic()
+    checked: Optional[Checked] = None
+    started_workers = False
+
+    def first_job() -> None:
+        nonlocal checked, started_workers
+        if workers is not None:
+            started_workers = True
+            checked = workers.start()
+
+    try:
+        _, _, queued = discover_and_queue(settings, scan_id, roots, options.force, on_batch=on_discovered,
+                                          on_first_job=first_job, within=within)
+        if not follow:
+            return "running"
+        if queued:
+            wait(settings, scan_id, started, on_progress, workers=checked)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            kind, reason = "interrupted", "scan interrupted before this file was analysed"
+        elif isinstance(exc, Interrupted):
+            kind, reason = "interrupted", str(exc)
+        elif isinstance(exc, Exception) and environment_error(exc) is not None:
+            kind, reason = "interrupted", f"scan stopped: {environment_error(exc)}"
+        else:
+            kind, reason = "internal", f"the scan stopped by an internal error ({type(exc).__name__})"
+        if started_workers:
+            started_workers = False
+            workers.stop()  # before the records: a worker must not finish a file now marked failed
+        try:
+            fail_unfinished(settings, scan_id, kind, reason)
+            finish(settings, scan_id, "interrupted")
+        except Exception as record_exc:  # noqa: BLE001 - the database may be what is gone; the next scan reaps it
+            log.info("scan %s: could not record its end: %s", scan_id,
+                     " ".join(f"{type(record_exc).__name__}: {record_exc}".split())[:300])
+        raise
+    finally:
+        if started_workers:
+            workers.stop()
+    finish(settings, scan_id, "done")
+    return "done"
 
 
 def summary(settings: Settings, scan_id: int) -> dict:

@@ -34,7 +34,7 @@ from tagger.api.scans import ScanRunner
 from tagger.api.security import (ApiError, check_bind, confine, host_allowed, is_loopback, served_names,
                                  token_matches)
 from tagger.config import Settings
-from tagger.errors import FileMissing, ModelMissing, TaggerError, UnreadableAudio, UnsupportedFormat
+from tagger.errors import FileMissing, ModelBusy, ModelMissing, TaggerError, UnreadableAudio, UnsupportedFormat
 
 log = logging.getLogger("tagger.serve")
 
@@ -48,7 +48,7 @@ SOCKET_TIMEOUT = 60
 _MAX_LENGTH_DIGITS = 18
 
 #: the status code for each kind of TaggerError a prediction raises
-_STATUS = {UnsupportedFormat: 415, UnreadableAudio: 422, FileMissing: 404, ModelMissing: 503}
+_STATUS = {UnsupportedFormat: 415, UnreadableAudio: 422, FileMissing: 404, ModelMissing: 503, ModelBusy: 503}
 
 
 class App:

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from tagger import discover, pipeline, scan, tags
 from tagger.db import schema as s
 from tagger.db.engine import session_scope
+from tagger.options import Hearing
 
 USER_TAGS = {"title": ["Sång för ögat"], "artist": ["Ünïcode Ärtist"], "album": ["Album"]}
 
@@ -240,7 +241,7 @@ def test_windows_option_sets_what_the_model_hears(settings, audio_factory, monke
     monkeypatch.setattr(pipeline.audio.Reader, "read", spy)
     tops = {}
     for n in (1, 3, 10):
-        _, (aid,) = _queue(settings, [path], dry_run=True, windows=n, first_windows=0)
+        _, (aid,) = _queue(settings, [path], dry_run=True, hearing=Hearing(windows=n, first=0))
         assert pipeline.analyse(aid, settings) == s.DRY_RUN
         tops[n] = _analysis(settings, aid)[2]
     assert seen == [1, 3, 10]  # the test model (MFCC statistics) hears every window at once

@@ -6,10 +6,11 @@ waiting when it becomes free and predicts them as one batch. A batch of N
 costs far less than N single predictions for the deep model, and one thread
 means no model is ever entered by two requests at once.
 
-A request hears its file as a scan does (``tagger.models.progressive``): the
-first windows, then a few more while the model is unsure, each stage's
-windows answered on the model thread together with whatever else is waiting.
-So the API answers what ``tagger scan`` would write.
+A request hears its file as a scan does, through the very same
+``Predictor.hear`` (chain, fallback, progressive hearing): the batcher is only
+*how* each model is called (its ``run``), so each stage's windows are answered
+on the model thread together with whatever else is waiting. So the API answers
+what ``tagger scan`` would write, and keeps no chain logic of its own.
 """
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ import numpy as np
 from tagger import audio, features, formats, pipeline
 from tagger.api.security import ApiError
 from tagger.config import Settings
-from tagger.errors import TaggerError
+from tagger.errors import ModelBusy
 from tagger.models import progressive
-from tagger.models.base import Model, Prediction
+from tagger.models.base import Model
 
 log = logging.getLogger("tagger.serve")
 
@@ -36,20 +37,25 @@ MAX_BATCH = 16
 
 
 class Batcher:
-    """Runs the settings' predictor on one thread, in batches of whatever is waiting."""
+    """Runs every model call of the server on one thread, in batches of whatever is waiting.
+
+    ``window_probs`` and ``predict_batch`` take a model and clips as ``Direct`` does
+    (tagger/models/progressive.py): the batcher is a ``run`` for ``Predictor.hear``.
+    """
 
     def __init__(self, settings: Settings, max_batch: int = MAX_BATCH):
         self.predictor = pipeline.predictor_for(settings.model, settings.model_dirs)
         self.hearing = settings.hearing
         self.max_batch = max_batch
+        self.timeout = 300.0
         self.ready = threading.Event()
         self.error: Optional[str] = None
         self.requests = 0
         self.batches = 0
         self.largest_batch = 0
-        # (clip, future, per_window): per_window asks for each window's probabilities from the
-        # first model of the chain; otherwise the chain's prediction for the whole clip
-        self._q: "queue.Queue[Optional[tuple[audio.Clip, Future, bool]]]" = queue.Queue()
+        # (model, clip, future, per_window): per_window asks for each window's probabilities
+        # (Model.window_probs), otherwise the clip's (Model.predict_batch)
+        self._q: "queue.Queue[Optional[tuple[Model, audio.Clip, Future, bool]]]" = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="tagger-predict", daemon=True)
 
     def start(self) -> "Batcher":
@@ -60,21 +66,27 @@ class Batcher:
         self._q.put(None)
         self._thread.join(timeout=10)
 
-    def predict(self, clip: audio.Clip, timeout: float = 300.0) -> Prediction:
-        return self._ask(clip, False, timeout)
+    def window_probs(self, model: Model, clip: audio.Clip) -> Optional[np.ndarray]:
+        return self._ask(model, clip, True)
 
-    def window_probs(self, clip: audio.Clip, timeout: float = 300.0) -> np.ndarray:
-        """The first model's probabilities for each window of ``clip`` (``Model.window_probs``)."""
-        return self._ask(clip, True, timeout)
+    def predict_batch(self, model: Model, clips: list[audio.Clip]) -> np.ndarray:
+        futures = [self._submit(model, clip, False) for clip in clips]
+        return np.stack([self._result(f) for f in futures])
 
-    def _ask(self, clip: audio.Clip, per_window: bool, timeout: float):
+    def _submit(self, model: Model, clip: audio.Clip, per_window: bool) -> Future:
         fut: Future = Future()
-        self._q.put((clip, fut, per_window))
+        self._q.put((model, clip, fut, per_window))
+        return fut
+
+    def _ask(self, model: Model, clip: audio.Clip, per_window: bool):
+        return self._result(self._submit(model, clip, per_window))
+
+    def _result(self, fut: Future):
         try:
-            return fut.result(timeout)
+            return fut.result(self.timeout)
         except TimeoutError:
             fut.cancel()
-            raise ApiError(503, f"the model did not answer within {timeout:.0f} s; try again later") from None
+            raise ModelBusy(f"the model did not answer within {self.timeout:.0f} s; try again later") from None
 
     def _warm_up(self) -> None:
         """Load the models and run one prediction, so the first request pays neither."""
@@ -86,8 +98,8 @@ class Batcher:
             info = audio.AudioInfo(n * features.PATCH_SAMPLES, features.SR, 1, "synthetic")
             starts = [i * features.PATCH_SAMPLES / features.SR for i in range(n)]
             self.predictor.predict(audio.Clip(windows=windows, sr=features.SR, info=info, starts=starts))
-            model = progressive_model(self.predictor)
-            if model is not None:  # every stage size a lone request brings (batches bring others)
+            model = self.predictor.primary()
+            if progressive.by_window(model):  # every stage size a lone request brings (batches bring others)
                 progressive.warm_up(model, self.hearing, windows[0], features.SR, info)
         except Exception as exc:
             self.error = " ".join(f"{type(exc).__name__}: {exc}".split())
@@ -113,52 +125,50 @@ class Batcher:
                 batch.append(nxt)
             self._predict(batch)
 
-    def _predict(self, batch: list[tuple[audio.Clip, Future, bool]]) -> None:
-        batch = [item for item in batch if item[1].set_running_or_notify_cancel()]
+    def _predict(self, batch: list[tuple[Model, audio.Clip, Future, bool]]) -> None:
+        batch = [item for item in batch if item[2].set_running_or_notify_cancel()]
         if not batch:
             return
         self.requests += len(batch)
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(batch))
-        self._per_window([(clip, fut) for clip, fut, per_window in batch if per_window])
-        self._whole([(clip, fut) for clip, fut, per_window in batch if not per_window])
+        groups: dict[tuple[int, bool], list[tuple[Model, audio.Clip, Future]]] = {}
+        for model, clip, fut, per_window in batch:  # one call per model and kind of answer
+            groups.setdefault((id(model), per_window), []).append((model, clip, fut))
+        for (_, per_window), items in groups.items():
+            (self._per_window if per_window else self._whole)(items)
 
-    def _per_window(self, batch: list[tuple[audio.Clip, Future]]) -> None:
-        """Every waiting clip's windows through the first model in one call, split back per clip."""
-        if not batch:
-            return
+    @staticmethod
+    def _per_window(items: list[tuple[Model, audio.Clip, Future]]) -> None:
+        """Every waiting clip's windows through the model in one call, split back per clip."""
+        model, first = items[0][0], items[0][1]
         try:
-            windows = [w for clip, _ in batch for w in clip.windows]
-            first = batch[0][0]
-            probs = self.predictor.primary().window_probs(audio.Clip(windows=windows, sr=first.sr, info=first.info))
-            if probs is None:
-                raise RuntimeError("the model gives no per-window probabilities")
-        except BaseException as exc:  # the request falls back to the whole chain (predict_file)
-            for _, fut in batch:
+            windows = [w for _, clip, _ in items for w in clip.windows]
+            probs = model.window_probs(audio.Clip(windows=windows, sr=first.sr, info=first.info))
+        except BaseException as exc:  # each request's chain decides what follows (Predictor)
+            for _, _, fut in items:
                 fut.set_exception(exc)
             return
         at = 0
-        for clip, fut in batch:
-            fut.set_result(probs[at: at + len(clip.windows)])
+        for _, clip, fut in items:
+            fut.set_result(None if probs is None else probs[at: at + len(clip.windows)])
             at += len(clip.windows)
 
-    def _whole(self, batch: list[tuple[audio.Clip, Future]]) -> None:
-        if not batch:
-            return
+    @staticmethod
+    def _whole(items: list[tuple[Model, audio.Clip, Future]]) -> None:
+        model = items[0][0]
         try:
-            model = self.predictor.primary()
-            probs = model.predict_batch([clip for clip, _ in batch])
-            predictions = [model.to_prediction(p) for p in probs]
+            probs = model.predict_batch([clip for _, clip, _ in items])
         except Exception:
-            # one clip, or the first model, failing must not fail the others: the
-            # chain's own rules (fallback on a model failure) decide clip by clip
-            for clip, fut in batch:
+            # one clip failing must not fail the others: each is asked alone, and its
+            # own error goes to its own request
+            for _, clip, fut in items:
                 try:
-                    fut.set_result(self.predictor.predict(clip))
+                    fut.set_result(model.predict_batch([clip])[0])
                 except BaseException as exc:
                     fut.set_exception(exc)
             return
-        for (_, fut), p in zip(batch, predictions):
+        for (_, _, fut), p in zip(items, probs):
             fut.set_result(p)
 
     def health(self) -> dict[str, Any]:
@@ -166,34 +176,26 @@ class Batcher:
                 "batches": self.batches, "largest_batch": self.largest_batch}
 
 
-def progressive_model(predictor) -> Optional[Model]:
-    """The chain's first model when it answers window by window, else None."""
-    try:
-        model = predictor.primary()
-    except Exception:
-        return None
-    return model if progressive.by_window(model) else None
-
-
-class _ThroughBatcher:
-    """The first model as progressive hearing uses it, its arithmetic done on the batcher's thread."""
+class _Timed:
+    """A request's ``run``: the batcher, with the time this request waited for the model."""
 
     def __init__(self, batcher: Batcher):
         self.batcher = batcher
-        self.model_s = 0.0  # time spent waiting for the model
+        self.model_s = 0.0
 
-    def window_probs(self, clip: audio.Clip) -> np.ndarray:
+    def window_probs(self, model: Model, clip: audio.Clip) -> Optional[np.ndarray]:
         t = time.perf_counter()
         try:
-            return self.batcher.window_probs(clip)
+            return self.batcher.window_probs(model, clip)
         finally:
             self.model_s += time.perf_counter() - t
 
-    def from_windows(self, rows: np.ndarray) -> np.ndarray:
-        return self.batcher.predictor.primary().from_windows(rows)
-
-    def predict_batch(self, clips: list[audio.Clip]) -> np.ndarray:
-        return np.stack([self.from_windows(self.window_probs(c)) for c in clips])
+    def predict_batch(self, model: Model, clips: list[audio.Clip]) -> np.ndarray:
+        t = time.perf_counter()
+        try:
+            return self.batcher.predict_batch(model, clips)
+        finally:
+            self.model_s += time.perf_counter() - t
 
 
 def predict_file(path: str, settings: Settings, batcher: Batcher) -> dict[str, Any]:
@@ -208,24 +210,10 @@ def predict_file(path: str, settings: Settings, batcher: Batcher) -> dict[str, A
     if info.duration > settings.max_duration_s:
         raise ApiError(413, f"the audio is {info.duration:.0f} s long; this server accepts at most "
                             f"{settings.max_duration_s:.0f} s (max_duration_s)")
-    p, clip, model_s = None, None, 0.0
-    model = progressive_model(batcher.predictor)
-    if model is not None:
-        via = _ThroughBatcher(batcher)
-        try:
-            heard = progressive.hear(via, path, fmt, settings.hearing)
-            p, clip, model_s = model.to_prediction(heard.probs), heard.clip, via.model_s
-        except (TaggerError, ApiError):
-            raise  # the file's fault: the same one-line error a scan records
-        except Exception as exc:  # the first model failing: the whole chain decides, as a scan's would
-            log.warning("per-window prediction failed (%s); asking the whole chain", exc)
-    if p is None:
-        clip = audio.load_clip(path, fmt, n_windows=settings.windows)
-        t = time.perf_counter()
-        p = batcher.predict(clip)
-        model_s = time.perf_counter() - t
+    run = _Timed(batcher)
+    p, heard = batcher.predictor.hear(path, fmt, settings.hearing, run=run)
     t2 = time.perf_counter()
-    t1 = t2 - model_s
+    t1 = t2 - run.model_s
     return {
         "genre": p.genre,
         "confidence": round(float(p.confidence), 6),
@@ -236,6 +224,6 @@ def predict_file(path: str, settings: Settings, batcher: Batcher) -> dict[str, A
         "decided_by": p.decided_by,
         "format": fmt,
         "duration_s": round(info.duration, 3),
-        "windows": len(clip.windows),
+        "windows": heard.windows,
         "timings_ms": {"decode": round((t1 - t0) * 1000, 2), "predict": round((t2 - t1) * 1000, 2)},
     }

@@ -11,27 +11,39 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Optional
 
 from tagger import queue, scan as scan_mod
 from tagger.config import Settings
+from tagger.options import ScanOptions
 from tagger.workers.processes import ProcessGroup
 
 log = logging.getLogger("tagger.serve")
 
+STOPPED = "the server stopped before this file was analysed"
+
 
 class _SharedWorkers:
-    """``check()`` for scan.wait from several scan threads at once."""
+    """One scan's share of the server's worker group (``scan.Workers``): the first scan that needs
+    workers starts the group, the last one to end stops it; ``check()`` answers for ``scan.wait``
+    from several scan threads at once."""
 
-    def __init__(self, group: ProcessGroup, lock: threading.Lock, stopping: threading.Event):
-        self.group, self.lock, self.stopping = group, lock, stopping
+    def __init__(self, runner: "ScanRunner"):
+        self.runner = runner
+
+    def start(self) -> "_SharedWorkers":
+        self.runner._acquire()
+        return self
+
+    def stop(self) -> None:
+        self.runner._release()
 
     def check(self) -> bool:
-        if self.stopping.is_set():  # shutting down: no restarts, the wait ends
-            return False
-        with self.lock:
-            return self.group.check()
+        runner = self.runner
+        if runner._stopping.is_set():  # shutting down: no restarts, the scan ends here
+            raise scan_mod.Interrupted(STOPPED)
+        with runner._lock:
+            return runner._group is not None and runner._group.check()
 
 
 class ScanRunner:
@@ -46,14 +58,11 @@ class ScanRunner:
     def start(self, roots: list[str], dry_run: bool, force: bool) -> int:
         """Record a scan and run it on a background thread; returns its id at once."""
         queue.configure(self.settings)
-        options = scan_mod.ScanOptions(dry_run=dry_run, force=force, min_confidence=self.settings.min_confidence,
-                                       overwrite=self.settings.overwrite, model=self.settings.model,
-                                       windows=self.settings.windows, first_windows=self.settings.first_windows,
-                                       window_step=self.settings.window_step, early_stop=self.settings.early_stop)
+        options = ScanOptions.from_settings(self.settings, dry_run=dry_run, force=force)
         scan_id = scan_mod.create(self.settings, roots, options)
         with self._lock:
             self._active.add(scan_id)
-        threading.Thread(target=self._run, args=(scan_id, roots, force), name=f"tagger-scan-{scan_id}",
+        threading.Thread(target=self._run, args=(scan_id, roots, options), name=f"tagger-scan-{scan_id}",
                          daemon=True).start()
         return scan_id
 
@@ -76,37 +85,19 @@ class ScanRunner:
         if group is not None:
             group.stop()
 
-    def _run(self, scan_id: int, roots: list[str], force: bool) -> None:
+    def _run(self, scan_id: int, roots: list[str], options: ScanOptions) -> None:
         settings = self.settings
-        acquired = False
-
-        def first_job() -> None:
-            nonlocal acquired
-            if settings.is_embedded:
-                self._acquire()
-                acquired = True
-
-        started = time.monotonic()
-        status = "done"
+        workers = _SharedWorkers(self) if settings.is_embedded else None
         try:
             # the roots were confined to library_roots; links inside them must not lead out
-            _, _, queued = scan_mod.discover_and_queue(settings, scan_id, roots, force, on_first_job=first_job,
-                                                       within=settings.library_roots)
-            if queued:
-                group = self._group
-                workers = _SharedWorkers(group, self._lock, self._stopping) if acquired and group else None
-                scan_mod.wait(settings, scan_id, started, lambda _p: None, workers=workers)
-        except Exception:
+            scan_mod.run(settings, scan_id, roots, options, workers=workers, within=settings.library_roots)
+        except scan_mod.Interrupted:
+            pass
+        except Exception:  # recorded by scan.run (unfinished files failed, the scan interrupted)
             log.exception("scan %s stopped by an error", scan_id)
-            status = "interrupted"
-            scan_mod.fail_unfinished(settings, scan_id, "internal", "the server's scan stopped by an error")
         finally:
-            if acquired:
-                self._release()
             with self._lock:
                 self._active.discard(scan_id)
-        if not self._stopping.is_set():
-            scan_mod.finish(settings, scan_id, status)
 
     def stop(self) -> None:
         """Server shutdown: unfinished scans are marked interrupted, local workers stopped."""
@@ -116,8 +107,7 @@ class ScanRunner:
             group, self._group = self._group, None
         for scan_id in active:
             try:
-                scan_mod.fail_unfinished(self.settings, scan_id, "interrupted",
-                                         "the server stopped before this file was analysed")
+                scan_mod.fail_unfinished(self.settings, scan_id, "interrupted", STOPPED)
                 scan_mod.finish(self.settings, scan_id, "interrupted")
             except Exception:
                 log.exception("could not mark scan %s interrupted", scan_id)

@@ -53,17 +53,22 @@ class Predictor:
         detail = "; ".join(f"{n}: {e}" for n, e in self._failed_loads.items())
         raise ModelMissing(f"no usable genre model ({detail or 'none installed'})")
 
-    def hear(self, path: str, fmt: str, how: "Hearing") -> tuple[Prediction, "Heard"]:
-        """Decode and predict one file, progressively where the model allows (``tagger.models.progressive``)."""
-        from tagger.models.progressive import hear
+    def hear(self, path: str, fmt: str, how: "Hearing", run=None) -> tuple[Prediction, "Heard"]:
+        """Decode and predict one file, progressively where the model allows (``tagger.models.progressive``).
+
+        ``run``: how each model of the chain is called: directly (a worker; the default) or
+        through ``tagger serve``'s batcher. Either way the chain's rules are these.
+        """
+        from tagger.models.progressive import DIRECT, hear
 
         def ask(model: Model) -> tuple[Prediction, "Heard"]:
-            heard = hear(model, path, fmt, how)
+            heard = hear(model, path, fmt, how, run or DIRECT)
             return model.to_prediction(heard.probs), heard
 
         return self._first_answer(ask)
 
     def predict(self, clip: Clip) -> Prediction:
+        """The chain's prediction for clip's windows, all heard at once."""
         return self._first_answer(lambda model: model.predict(clip))
 
     def _first_answer(self, ask: Callable[[Model], T]) -> T:

@@ -26,16 +26,7 @@ from tagger import audio
 from tagger.audio import Clip
 from tagger.errors import UnreadableAudio
 from tagger.models.base import Model
-
-
-@dataclass(frozen=True)
-class Hearing:
-    """How much of a track the model hears: see the module docstring."""
-
-    windows: int = audio.DEFAULT_WINDOWS  # planned per track
-    first: int = 3  # heard first; 0: every window at once
-    step: int = 2  # heard at a time after the first; 0: all the others at once
-    stop: float = 0.9  # top probability that ends a track early (the default model's card: early_stop)
+from tagger.options import Hearing  # noqa: F401 - declared there, used here and by callers of hear
 
 
 @dataclass
@@ -88,8 +79,27 @@ def _spread(m: int, k: int) -> list[int]:
     return [int((j + 0.5) * m / k) for j in range(k)]
 
 
-def hear(model, path: str | Path, fmt: str | None, how: Hearing = Hearing()) -> Heard:
+class Direct:
+    """Calls a model in the calling thread: how a worker runs its model (``hear``'s ``run``).
+
+    ``tagger serve`` passes its batcher instead, which runs the same calls on the model's
+    own thread, batched with other requests' (tagger/api/predict.py).
+    """
+
+    def window_probs(self, model: Model, clip: Clip) -> np.ndarray | None:
+        return model.window_probs(clip)
+
+    def predict_batch(self, model: Model, clips: list[Clip]) -> np.ndarray:
+        return model.predict_batch(clips)
+
+
+DIRECT = Direct()
+
+
+def hear(model, path: str | Path, fmt: str | None, how: Hearing = Hearing(), run: Direct = DIRECT) -> Heard:
     """``model``'s probabilities for one file, heard progressively where it can be.
+
+    ``run``: how the model is called (``Direct``, or anything with its two methods).
 
     Raises the decoder's UnreadableAudio (too short, silent, corrupt) like ``audio.load_clip``.
     """
@@ -100,19 +110,19 @@ def hear(model, path: str | Path, fmt: str | None, how: Hearing = Hearing()) -> 
         # a model that keeps the base class's window_probs never answers window by window
         if len(order) == 1 or not by_window(model):
             clip = _checked(reader.read(starts))
-            return Heard(model.predict_batch([clip])[0], len(clip.windows), n, clip)
+            return Heard(run.predict_batch(model, [clip])[0], len(clip.windows), n, clip)
         clip = reader.read([starts[i] for i in order[0]])
-        probs = None if audio.is_silent(clip.windows) else model.window_probs(clip)
+        probs = None if audio.is_silent(clip.windows) else run.window_probs(model, clip)
         if probs is None or not len(probs):  # silent so far, or no per-window answer: all at once
             whole = _checked(_joined(clip, reader.read([starts[i] for s in order[1:] for i in s])))
-            return Heard(model.predict_batch([whole])[0], len(whole.windows), n, whole)
+            return Heard(run.predict_batch(model, [whole])[0], len(whole.windows), n, whole)
         track = model.from_windows(probs)
         for stage in order[1:]:
             if float(track.max()) >= how.stop:
                 break
             more = reader.read([starts[i] for i in stage])
             clip = _joined(clip, more)
-            probs = np.concatenate([probs, model.window_probs(more)])
+            probs = np.concatenate([probs, run.window_probs(model, more)])
             track = model.from_windows(probs)
     return Heard(track, len(clip.windows), n, clip)
 
