@@ -152,6 +152,7 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
     go to `tagger worker` processes anywhere.
     """
     from tagger import queue, scan as scan_mod
+    from tagger.db import schema as s
     from tagger.models.predictor import Predictor
     from tagger.options import ScanOptions
     from tagger.workers.processes import ProcessGroup
@@ -166,7 +167,7 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
             for name in names[:1]:
                 from tagger.models import registry
 
-                registry.find(name, settings.model_dirs)
+                registry.check_features(registry.find(name, settings.model_dirs))
         queue.configure(settings)
     except TaggerError as exc:
         _fail(exc)
@@ -190,7 +191,7 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
         status = scan_mod.run(settings, scan_id, scan_mod.default_roots(paths), options, workers=workers,
                               follow=follow, on_discovered=bar.discovered, on_progress=bar)
     except KeyboardInterrupt:
-        status = "interrupted"
+        status = s.ScanStatus.INTERRUPTED  # recorded by scan.run
     except Exception as exc:
         message = errors.environment_error(exc)
         if message is None:
@@ -204,9 +205,9 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
         _print_summary(summary)
-        if status == "running":
+        if status == s.ScanStatus.RUNNING:
             click.echo(f"queued {summary['queued']} jobs; follow with `tagger status --scan {scan_id}`")
-    if status == "interrupted":
+    if status == s.ScanStatus.INTERRUPTED:
         sys.exit(143 if terminated else 130)
 
 

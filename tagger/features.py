@@ -277,3 +277,20 @@ def musicnn_window_patches(y: np.ndarray, sr: int) -> np.ndarray:
     """
     y16 = fit_patch_samples(resample(y, sr, MUSICNN_SR))
     return musicnn_patches(logc_mel(y16))
+
+
+#: every feature computation tagger can do, by the name model cards give it (``card.features``)
+PARAMS = {p["name"]: p for p in (LOGMEL_PARAMS, MFCC_STATS_PARAMS, MUSICNN_PARAMS)}
+
+
+def mismatch(card_features: dict, name: str) -> list[str]:
+    """How a card's ``features`` differ from what tagger computes as ``name`` (empty: they agree).
+
+    Compared as JSON: a card read from disk holds lists where the parameters hold tuples.
+    """
+    import json
+
+    ours = json.loads(json.dumps(PARAMS[name]))
+    theirs = dict(card_features or {})
+    return [f"{k}: trained with {theirs.get(k, '(none)')!r}, computed here as {ours.get(k, '(none)')!r}"
+            for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]

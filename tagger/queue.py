@@ -38,7 +38,7 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
         raise ConfigError(f"unsupported broker URL {url!r} (use redis://… or sqlite:///…)")
     from tagger.workers import middleware
 
-    middleware.install(broker, settings)
+    middleware.install(broker, settings, ANALYSE, lambda: _settings or settings)
     broker.declare_queue(QUEUE_NAME)
     return broker
 

@@ -64,7 +64,7 @@ def create(settings: Settings, roots: list[str], options: ScanOptions, follows: 
     reap_dead(settings)
     with session_scope(settings.database_url) as db:
         scan = s.Scan(roots=[os.fsdecode(os.path.abspath(r)) for r in roots], options=options.to_record(),
-                      host=socket.gethostname(), status="running",
+                      host=socket.gethostname(), status=s.ScanStatus.RUNNING,
                       pid=os.getpid() if follows else None, heartbeat_at=s.utcnow() if follows else None)
         db.add(scan)
         db.flush()
@@ -100,7 +100,7 @@ def reap_dead(settings: Settings, stale_after_s: float = STALE_AFTER_S) -> list[
     now = s.utcnow()
     dead = []
     with session_scope(settings.database_url) as db:
-        for scan in db.scalars(select(s.Scan).where(s.Scan.status == "running", s.Scan.pid.is_not(None))):
+        for scan in db.scalars(select(s.Scan).where(s.Scan.status == s.ScanStatus.RUNNING, s.Scan.pid.is_not(None))):
             beat = scan.heartbeat_at or scan.started_at
             if beat is not None and beat.tzinfo is None:  # SQLite hands back naive UTC
                 beat = beat.replace(tzinfo=now.tzinfo)
@@ -114,7 +114,7 @@ def reap_dead(settings: Settings, stale_after_s: float = STALE_AFTER_S) -> list[
     for scan_id, why in dead:
         fail_unfinished(settings, scan_id, "interrupted",
                         f"the scan stopped without finishing ({why}) before this file was analysed")
-        finish(settings, scan_id, "interrupted")
+        finish(settings, scan_id, s.ScanStatus.INTERRUPTED)
         log.warning("scan %s was dead (%s): marked interrupted, its files are taken up again", scan_id, why)
     return [scan_id for scan_id, _ in dead]
 
@@ -172,7 +172,7 @@ def record_files(settings: Settings, scan_id: int, batch: list[discover.Found], 
         in_flight = set() if force or not existing else set(db.scalars(
             select(s.Analysis.file_id).join(s.Scan, s.Analysis.scan_id == s.Scan.id)
             .where(s.Analysis.file_id.in_([f.id for f in existing.values()]),
-                   s.Analysis.status.in_([s.QUEUED, s.RUNNING]), s.Scan.status == "running",
+                   s.Analysis.status.in_([s.QUEUED, s.RUNNING]), s.Scan.status == s.ScanStatus.RUNNING,
                    s.Scan.id != scan_id)))
         new_analyses = []
         for raw, found in raws.items():
@@ -281,11 +281,11 @@ def fail_unfinished(settings: Settings, scan_id: int, kind: str, reason: str) ->
         return len(rows)
 
 
-def finish(settings: Settings, scan_id: int, status: str = "done") -> None:
+def finish(settings: Settings, scan_id: int, status: s.ScanStatus = s.ScanStatus.DONE) -> None:
     """End a running scan with ``status``; a scan already ended (interrupted by a server
     stopping, found dead by another scan) keeps the end it was given."""
     with session_scope(settings.database_url) as db:
-        db.execute(update(s.Scan).where(s.Scan.id == scan_id, s.Scan.status == "running")
+        db.execute(update(s.Scan).where(s.Scan.id == scan_id, s.Scan.status == s.ScanStatus.RUNNING)
                    .values(status=status, finished_at=s.utcnow()))
 
 
@@ -313,7 +313,7 @@ def run(settings: Settings, scan_id: int, roots: list[str], options: ScanOptions
         workers: Optional[Workers] = None, follow: bool = True,
         on_discovered: Optional[Callable[[int, int], None]] = None,
         on_progress: Callable[[Progress], None] = lambda _p: None,
-        within: Optional[Iterable[str]] = None) -> str:
+        within: Optional[Iterable[str]] = None) -> s.ScanStatus:
     """Run a recorded scan: walk the roots and queue a job per file, start ``workers`` with the
     first job, follow the jobs to the end, finish the scan. ``tagger scan`` and ``tagger serve``
     both run scans through here.
@@ -341,7 +341,7 @@ def run(settings: Settings, scan_id: int, roots: list[str], options: ScanOptions
         _, _, queued = discover_and_queue(settings, scan_id, roots, options.force, on_batch=on_discovered,
                                           on_first_job=first_job, within=within)
         if not follow:
-            return "running"
+            return s.ScanStatus.RUNNING
         if queued:
             wait(settings, scan_id, started, on_progress, workers=checked)
     except BaseException as exc:
@@ -358,7 +358,7 @@ def run(settings: Settings, scan_id: int, roots: list[str], options: ScanOptions
             workers.stop()  # before the records: a worker must not finish a file now marked failed
         try:
             fail_unfinished(settings, scan_id, kind, reason)
-            finish(settings, scan_id, "interrupted")
+            finish(settings, scan_id, s.ScanStatus.INTERRUPTED)
         except Exception as record_exc:  # noqa: BLE001 - the database may be what is gone; the next scan reaps it
             log.info("scan %s: could not record its end: %s", scan_id,
                      " ".join(f"{type(record_exc).__name__}: {record_exc}".split())[:300])
@@ -366,8 +366,8 @@ def run(settings: Settings, scan_id: int, roots: list[str], options: ScanOptions
     finally:
         if started_workers:
             workers.stop()
-    finish(settings, scan_id, "done")
-    return "done"
+    finish(settings, scan_id, s.ScanStatus.DONE)
+    return s.ScanStatus.DONE
 
 
 def summary(settings: Settings, scan_id: int) -> dict:

@@ -14,7 +14,7 @@ from typing import Optional
 
 from sqlalchemy import select
 
-from tagger import formats, tags
+from tagger import formats, record, tags
 from tagger.config import Settings
 from tagger.db import schema as s
 from tagger.db.engine import session_scope
@@ -39,7 +39,7 @@ def _latest_in_chain(db, change: s.TagChange) -> s.TagChange:
     current = change
     while True:
         nxt = db.scalars(select(s.TagChange).where(s.TagChange.reverts_id == current.id,
-                                                   s.TagChange.state == "done")
+                                                   s.TagChange.state == s.ChangeState.DONE)
                          .order_by(s.TagChange.id.desc())).first()
         if nxt is None:
             return current
@@ -56,14 +56,16 @@ def changes_to_undo(settings: Settings, scan_id: Optional[int] = None, path: Opt
     with session_scope(settings.database_url) as db:
         if scan_id is not None:
             firsts = db.scalars(select(s.TagChange).where(
-                s.TagChange.scan_id == scan_id, s.TagChange.action == "write", s.TagChange.state == "done")
+                s.TagChange.scan_id == scan_id, s.TagChange.action == s.ChangeAction.WRITE,
+                s.TagChange.state == s.ChangeState.DONE)
                 .order_by(s.TagChange.id)).all()
             return [_latest_in_chain(db, c).id for c in firsts]
         raw = os.fsencode(os.path.abspath(path))
         f = db.scalars(select(s.File).where(s.File.raw_path == raw)).first()
         if f is None:
             return []
-        latest = db.scalars(select(s.TagChange).where(s.TagChange.file_id == f.id, s.TagChange.state == "done")
+        latest = db.scalars(select(s.TagChange).where(s.TagChange.file_id == f.id,
+                                                      s.TagChange.state == s.ChangeState.DONE)
                             .order_by(s.TagChange.id.desc())).first()
         return [latest.id] if latest else []
 
@@ -92,29 +94,15 @@ def revert(settings: Settings, change_id: int, dry_run: bool = False) -> UndoRes
         return result
     if dry_run:
         return result
-    with session_scope(settings.database_url) as db:
-        record = s.TagChange(file_id=f.id, scan_id=scan_id, action="undo", before=current, after=before,
-                             state="pending", reverts_id=change_id)
-        db.add(record)
-        db.flush()
-        record_id = record.id
+    record_id, _ = record.begin_change(settings, file_id=f.id, scan_id=scan_id, action=s.ChangeAction.UNDO,
+                                       before=current, after=before, reverts_id=change_id)
     try:
-        st = os.stat(path)
-        tags.write(path, fmt, before, expect=tags.FileStat(st.st_size, st.st_mtime_ns))
+        record.journaled_write(settings, record_id, path, fmt, tags.FileStat.of(path))
     except TaggerError as exc:
-        with session_scope(settings.database_url) as db:
-            db.get(s.TagChange, record_id).state = "failed"
         result.status, result.reason = "failed", str(exc)
         return result
-    st = os.stat(path)
     with session_scope(settings.database_url) as db:
-        db.get(s.TagChange, record_id).state = "done"
-        row = db.get(s.File, f.id)
-        # the file changed because of us: a later scan should not analyse it again for that
-        row.size, row.mtime_ns = st.st_size, st.st_mtime_ns
-        if row.done_size is not None:
-            row.done_size, row.done_mtime_ns = st.st_size, st.st_mtime_ns
-        row.genre = (before.get("genre") or [None])[0] if before.get("model") else None
+        db.get(s.File, f.id).genre = record.our_genre(before)
     result.change_id = record_id
     return result
 
@@ -150,7 +138,7 @@ def history(settings: Settings, path: str) -> list[dict]:
                 "genre_before": c.before.get("genre", []), "genre_after": c.after.get("genre", []),
                 "before": c.before, "after": c.after,
             })
-        order = {"analysis": 0, "write": 1, "undo": 2}
+        order = {"analysis": 0, s.ChangeAction.WRITE: 1, s.ChangeAction.UNDO: 2}
         events.sort(key=lambda e: (e["at"], order.get(e["event"], 3), e.get("change_id") or 0))
         return events
 

@@ -118,3 +118,26 @@ def test_evaluate_on_a_labeled_folder_and_from_tags(settings, gtzan, tmp_path):
     tagged = run_cli(settings, "evaluate", str(root), "--from-tags", "--json")
     assert tagged.returncode == 0, tagged.stderr
     assert json.loads(tagged.stdout)["n"] == 4
+
+
+def test_a_model_trained_on_other_features_refuses_to_load(settings, test_model_dir, audio_factory, tmp_path):
+    import shutil
+
+    from tagger.errors import ModelMissing
+    from tagger.models import registry
+
+    other = tmp_path / "models" / "mfcc13"
+    shutil.copytree(test_model_dir / "test-logreg", other)
+    card = json.loads((other / "card.json").read_text())
+    card["name"], card["features"]["n_mfcc"] = "mfcc13", 13
+    (other / "card.json").write_text(json.dumps(card))
+    try:
+        registry.load("mfcc13", [str(other.parent)])
+    except ModelMissing as exc:
+        assert "trained on other features" in str(exc) and "n_mfcc: trained with 13, computed here as 20" in str(exc)
+    else:
+        raise AssertionError("a model fed other features than it was trained on loaded")
+    path = audio_factory("mp3", name="m/a.mp3", seconds=10)
+    out = run_cli(settings, "scan", str(path.parent), TAGGER_MODEL="mfcc13", TAGGER_MODEL_DIRS=str(other.parent))
+    assert out.returncode == 1 and "trained on other features" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr

@@ -15,6 +15,7 @@ from typing import Optional
 
 from tagger import queue, scan as scan_mod
 from tagger.config import Settings
+from tagger.db import schema as s
 from tagger.options import ScanOptions
 from tagger.workers.processes import ProcessGroup
 
@@ -108,7 +109,7 @@ class ScanRunner:
         for scan_id in active:
             try:
                 scan_mod.fail_unfinished(self.settings, scan_id, "interrupted", STOPPED)
-                scan_mod.finish(self.settings, scan_id, "interrupted")
+                scan_mod.finish(self.settings, scan_id, s.ScanStatus.INTERRUPTED)
             except Exception:
                 log.exception("could not mark scan %s interrupted", scan_id)
         if group is not None:

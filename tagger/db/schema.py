@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
+from enum import StrEnum
 from typing import Any, Optional
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
@@ -27,9 +28,44 @@ class Base(DeclarativeBase):
     pass
 
 
-# Analysis.status values
-QUEUED, RUNNING = "queued", "running"
-TAGGED, LOW_CONFIDENCE, KEPT, DRY_RUN, FAILED = "tagged", "low_confidence", "kept", "dry_run", "failed"
+class ScanStatus(StrEnum):
+    """``Scan.status``."""
+
+    RUNNING = "running"
+    DONE = "done"
+    INTERRUPTED = "interrupted"
+
+
+class AnalysisStatus(StrEnum):
+    """``Analysis.status``: queued → running → one of the finished states."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    TAGGED = "tagged"
+    LOW_CONFIDENCE = "low_confidence"  # no tag written: the model was not sure enough
+    KEPT = "kept"  # no tag written: the user's own genre is kept
+    DRY_RUN = "dry_run"
+    FAILED = "failed"
+
+
+class ChangeAction(StrEnum):
+    """``TagChange.action``."""
+
+    WRITE = "write"  # a scan wrote its prediction
+    UNDO = "undo"  # undo (or redo) wrote back what a change replaced
+
+
+class ChangeState(StrEnum):
+    """``TagChange.state``: pending is recorded before the file is touched, done once verified."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"  # the file is as it was
+
+
+QUEUED, RUNNING = AnalysisStatus.QUEUED, AnalysisStatus.RUNNING
+TAGGED, LOW_CONFIDENCE, KEPT = AnalysisStatus.TAGGED, AnalysisStatus.LOW_CONFIDENCE, AnalysisStatus.KEPT
+DRY_RUN, FAILED = AnalysisStatus.DRY_RUN, AnalysisStatus.FAILED
 #: the analysis succeeded (the file need not be analysed again while unchanged)
 SUCCEEDED = (TAGGED, LOW_CONFIDENCE, KEPT, DRY_RUN)
 FINISHED = SUCCEEDED + (FAILED,)
@@ -41,7 +77,7 @@ class Scan(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running|done|interrupted
+    status: Mapped[str] = mapped_column(String(16), default=ScanStatus.RUNNING)
     roots: Mapped[list[str]] = mapped_column(JSON, default=list)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     host: Mapped[str] = mapped_column(String(255), default="")
@@ -134,12 +170,11 @@ class TagChange(Base):
     file_id: Mapped[int] = mapped_column(ForeignKey("files.id"), index=True)
     scan_id: Mapped[Optional[int]] = mapped_column(ForeignKey("scans.id"), index=True)
     analysis_id: Mapped[Optional[int]] = mapped_column(ForeignKey("analyses.id"))
-    action: Mapped[str] = mapped_column(String(16))  # write | undo
+    action: Mapped[str] = mapped_column(String(16))  # ChangeAction
     # our fields before and after: {"genre": [...], "confidence": [...], "model": [...]}
     before: Mapped[dict[str, list[str]]] = mapped_column(JSON)
     after: Mapped[dict[str, list[str]]] = mapped_column(JSON)
-    # "pending" is recorded before the file is touched, "done" after it is verified
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state: Mapped[str] = mapped_column(String(16), default=ChangeState.PENDING)  # ChangeState
     reverts_id: Mapped[Optional[int]] = mapped_column(ForeignKey("tag_changes.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -25,6 +25,15 @@ LOADERS = {
     "musicnn_openset": "tagger.models.openset:OpenSetModel",
 }
 
+#: card ``kind`` → the features (``tagger.features.PARAMS``) its loader computes for it
+FEATURES_OF = {
+    "keras_patches": "logmel",
+    "sklearn_mfcc": "mfcc_stats",
+    "musicnn": "musicnn_logc_mel",
+    "musicnn_head": "musicnn_logc_mel",
+    "musicnn_openset": "musicnn_logc_mel",
+}
+
 _cache: dict[tuple[str, tuple[str, ...]], Model] = {}
 _lock = threading.Lock()
 
@@ -63,9 +72,22 @@ def load(name: str, extra: tuple[str, ...] | list[str] = ()) -> Model:
                 raise ModelMissing(f"model {name!r} has an unknown kind {card.kind!r}")
             if not card.path.is_file():
                 raise ModelMissing(f"model {name!r}: its file {card.path} is missing")
+            check_features(card)
             module, cls = LOADERS[card.kind].split(":")
             _cache[key] = getattr(importlib.import_module(module), cls)(card)
         return _cache[key]
+
+
+def check_features(card: Card) -> None:
+    """Refuse a model whose card says it was trained on other features than tagger computes for
+    its kind: its answers would look like answers and mean nothing. Raises ModelMissing."""
+    from tagger import features
+
+    differ = features.mismatch(card.features, FEATURES_OF[card.kind])
+    if differ:
+        raise ModelMissing(f"model {card.name!r} was trained on other features than tagger computes "
+                           f"({'; '.join(differ[:3])}{'; …' if len(differ) > 3 else ''}): retrain it "
+                           "with this version's training/ or use a tagger that matches it")
 
 
 def default_chain(extra: tuple[str, ...] | list[str] = ()) -> list[str]:

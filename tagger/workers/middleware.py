@@ -12,7 +12,7 @@ from typing import Callable
 import dramatiq
 from dramatiq.middleware import Middleware, Retries, TimeLimit, TimeLimitExceeded
 
-from tagger import errors, queue
+from tagger import errors
 from tagger.config import Settings
 
 #: the first retry comes after about a second, later ones back off exponentially up to a minute
@@ -36,26 +36,33 @@ def failure_kind(exc: BaseException) -> str:
 
 
 class RecordFailures(Middleware):
-    """Records each failed attempt of an analysis; final when ``Retries`` has given up on it."""
+    """Records each failed attempt of an analysis; final when ``Retries`` has given up on it.
+
+    ``actor``: the name of the actor whose first argument is an analysis id; ``settings``:
+    the settings as they are now (the queue may be configured again in one process).
+    """
+
+    def __init__(self, actor: str, settings: Callable[[], Settings]):
+        self.actor, self.settings = actor, settings
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        if exception is None or message.actor_name != queue.ANALYSE or not message.args:
+        if exception is None or message.actor_name != self.actor or not message.args:
             return
-        from tagger import pipeline
+        from tagger import record
 
         text = f"{type(exception).__name__}: {exception}".strip(": ")
-        pipeline.record_failure(queue.settings(), int(message.args[0]), failure_kind(exception), text,
-                                final=bool(message.failed))
+        record.record_failure(self.settings(), int(message.args[0]), failure_kind(exception), text,
+                              final=bool(message.failed))
 
 
-def install(broker: dramatiq.Broker, settings: Settings) -> None:
-    """Configure ``broker``'s Retries and TimeLimit from the settings, and record failures after Retries."""
-    current = settings
+def install(broker: dramatiq.Broker, settings: Settings, actor: str, current: Callable[[], Settings]) -> None:
+    """Configure ``broker``'s Retries and TimeLimit from the settings, and record the failures of
+    ``actor`` after Retries (``current``: the settings as they are when a failure comes)."""
     for middleware in broker.middleware:
         if isinstance(middleware, Retries):
-            middleware.retry_when = retry_policy(current.max_retries)
+            middleware.retry_when = retry_policy(settings.max_retries)
             middleware.min_backoff, middleware.max_backoff = MIN_BACKOFF_MS, MAX_BACKOFF_MS
         elif isinstance(middleware, TimeLimit):
-            middleware.time_limit = current.job_time_limit * 1000
+            middleware.time_limit = settings.job_time_limit * 1000
     # Dramatiq runs the after_* hooks in reverse order: placed before Retries, this runs after it
-    broker.add_middleware(RecordFailures(), before=Retries)
+    broker.add_middleware(RecordFailures(actor, current), before=Retries)

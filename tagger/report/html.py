@@ -1,6 +1,6 @@
 """The report as one self-contained HTML page: inline CSS, inline SVG charts, a little vanilla JS.
 
-Renders the document ``tagger.report.collect`` returns and nothing else, so the page
+Renders the document ``tagger.report.collect.collect`` returns and nothing else, so the page
 carries the same facts as the table, JSON and CSV. No network: no fonts, scripts or
 images are fetched. Every string from the database goes through ``_e`` (paths may
 hold quotes, ``<``, ``&``, newlines, or U+FFFD where a name was not UTF-8).
@@ -11,7 +11,8 @@ import html
 from typing import Any, Iterable, Optional
 
 from tagger import __version__
-from tagger.report import LISTS, SECTION_TITLES, duration as _duration, printable, truncation_notes
+from tagger.report.collect import LISTS
+from tagger.report.words import SECTION_TITLES, duration as _duration, printable, truncation_notes
 
 #: outcome of each analysed or skipped file in a scan: (document key, label, CSS class)
 OUTCOMES = (("tagged", "tagged", "tagged"), ("unchanged", "unchanged", "unchanged"),

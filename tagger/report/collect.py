@@ -1,7 +1,7 @@
-"""The report: queries over the results database and renderers (table, JSON, CSV, HTML).
+"""The report's facts: ``collect`` queries the results database into one plain-data document.
 
-``collect`` gathers one plain-data document; every format renders that same
-document, so they always carry the same facts. Everything that grows with the
+Every format (table.py, plain.py, html.py) renders that same document, so they
+always carry the same facts. Everything that grows with the
 library is aggregated in SQL; the long lists are cut at ``limit`` rows and the
 document says so (``totals`` and ``truncated``).
 
@@ -11,9 +11,6 @@ attempt ever made.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
@@ -124,7 +121,7 @@ def collect(settings: Settings, scan_id: Optional[int] = None, limit: int = LIMI
         written = dict(db.execute(
             select(s.TagChange.scan_id, func.count()).where(
                 s.TagChange.scan_id >= first, s.TagChange.scan_id.in_(in_scope),
-                s.TagChange.action == "write", s.TagChange.state == "done").group_by(s.TagChange.scan_id)).all())
+                s.TagChange.action == s.ChangeAction.WRITE, s.TagChange.state == s.ChangeState.DONE).group_by(s.TagChange.scan_id)).all())
         unreadable = dict(db.execute(
             select(s.Error.scan_id, func.count()).where(
                 s.Error.scan_id >= first, s.Error.scan_id.in_(in_scope), s.Error.analysis_id.is_(None))
@@ -239,7 +236,7 @@ def _scan_entry(scan: s.Scan, counts: dict[str, int], mean_conf: Optional[float]
         "id": scan.id, "started_at": _iso(start), "finished_at": _iso(end),
         "seconds": round((end - start).total_seconds(), 1) if start and end else None,
         # a scan whose process went away still says "running": the analyses tell the truth
-        "status": scan.status if (pending or scan.status != "running") else "done",
+        "status": scan.status if (pending or scan.status != s.ScanStatus.RUNNING) else s.ScanStatus.DONE,
         "roots": list(scan.roots or []), "dry_run": bool((scan.options or {}).get("dry_run")),
         "found": scan.found, "unchanged": scan.skipped, "queued": scan.queued,
         "tagged": counts.get(s.TAGGED, 0), "low_confidence": counts.get(s.LOW_CONFIDENCE, 0),
@@ -247,207 +244,3 @@ def _scan_entry(scan: s.Scan, counts: dict[str, int], mean_conf: Optional[float]
         "failed": counts.get(s.FAILED, 0), "pending": pending, "tags_written": written,
         "unreadable_paths": unreadable, "mean_confidence": _r(mean_conf),
     }
-
-
-# ---------------------------------------------------------------- shared by the text renderers
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(text: Any) -> str:
-    """A path or reason for display on one line: control characters (a newline in a file name) escaped."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
-
-
-def truncation_notes(doc: dict[str, Any]) -> dict[str, str]:
-    """``{list name: "showing N of M (--limit)"}`` for every list cut at the limit."""
-    shown = {"scans": len(doc["scans"]), **{name: len(doc[name]) for name in LISTS}}
-    return {name: f"showing {shown[name]} of {doc['totals'][name]} (raise --limit for more)"
-            for name in doc["truncated"]}
-
-
-def duration(seconds: Optional[float]) -> str:
-    """``42 s``, ``12 min``, ``3.5 h``; ``–`` when unknown."""
-    if seconds is None:
-        return "–"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-SECTION_TITLES = {"scans": "Scans", "low_confidence": "Low confidence (no tag written)", "failed": "Failed",
-                  "changes": "Tag changes"}
-
-
-# ---------------------------------------------------------------- table (terminal)
-
-
-def _table(headers: list[str], rows: list[list[Any]], style=None) -> str:
-    """Aligned columns; ``style(row_index, col_index, padded_text)`` may colour a padded cell."""
-    cells = [[printable(c if c is not None else "-") for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-
-    def line(r, ri=None):
-        out = [c.ljust(w) if i < len(r) - 1 else c for i, (c, w) in enumerate(zip(r, widths))]
-        while out and not out[-1].strip():  # trailing blank cells: no trailing spaces, coloured or not
-            out.pop()
-        if style is not None:
-            out = [style(ri, i, c) for i, c in enumerate(out)]
-        return "  ".join(out).rstrip()
-
-    head = line(headers, -1)
-    return "\n".join([head, "  ".join("-" * w for w in widths)] + [line(r, i) for i, r in enumerate(cells)])
-
-
-def render_table(doc: dict[str, Any], color: bool = False) -> str:
-    """The report for a terminal; ``color`` adds ANSI colours (only for a TTY)."""
-    import click
-
-    def st(text: str, **kw) -> str:
-        return click.style(text, **kw) if color else text
-
-    def title(text: str) -> str:
-        return st(text, bold=True, underline=True)
-
-    def status_style(columns: dict[int, str]):
-        def style(ri, ci, text):
-            if ri == -1:
-                return st(text, bold=True)
-            return st(text, fg=columns[ci]) if ci in columns and text.strip() not in ("0", "-") else text
-        return style
-
-    notes = truncation_notes(doc)
-    f = doc["report"]["filters"]
-    active = [f"{k}={v}" for k, v in f.items() if v and k != "lists"]
-    if f["lists"] != list(LISTS):
-        active.append("lists=" + ",".join(f["lists"]))
-    out = [st("tagger report", bold=True) + f"  generated {doc['report']['generated_at']}"
-           + (f"  filters: {' '.join(active)}" if active else "")]
-
-    latest, lib = doc["summary"]["latest_scan"], doc["summary"]["library"]
-    out += ["", title("Summary")]
-    if latest:
-        out.append(f"latest scan #{latest['id']} ({latest['status']}, started {latest['started_at']}"
-                   + (f", took {duration(latest['seconds'])}" if latest["seconds"] is not None else "") + ")"
-                   + ("  dry run" if latest["dry_run"] else ""))
-        out.append("  ".join([f"found {latest['found']}", f"unchanged {latest['unchanged']}",
-                              st(f"tagged {latest['tagged']}", fg="green"),
-                              st(f"low confidence {latest['low_confidence']}", fg="yellow"),
-                              f"kept {latest['kept_user_genre']}", f"dry run {latest['dry_run_predictions']}",
-                              st(f"failed {latest['failed']}", fg="red" if latest["failed"] else None),
-                              f"pending {latest['pending']}"]))
-    else:
-        out.append("(no scans yet)")
-    out.append(f"library: {lib['files']} files known, {lib['tagged_files']} tagged by tagger, {lib['genres']} genres")
-
-    out += ["", title("Scans")]
-    if doc["scans"]:
-        cols = ["id", "started", "status", "found", "unchanged", "tagged", "low conf.", "kept", "dry run", "failed",
-                "written", "mean conf.", "roots"]
-        out.append(_table(cols, [
-            [sc["id"], sc["started_at"], sc["status"], sc["found"], sc["unchanged"], sc["tagged"],
-             sc["low_confidence"], sc["kept_user_genre"], sc["dry_run_predictions"], sc["failed"],
-             sc["tags_written"], f"{sc['mean_confidence']:.2f}" if sc["mean_confidence"] is not None else "-",
-             ", ".join(sc["roots"])] for sc in doc["scans"]], status_style({5: "green", 6: "yellow", 9: "red"})))
-        if "scans" in notes:
-            out.append(notes["scans"])
-    else:
-        out.append("(no scans)")
-
-    basis = "library tags" if doc["report"]["genres_basis"] == "library" else "predictions in the scans shown"
-    out += ["", title(f"Genres ({basis})")]
-    if doc["genres"]:
-        top = max(g["files"] for g in doc["genres"])
-        out.append(_table(["genre", "files", "share", ""], [
-            [g["genre"], g["files"], f"{100 * g['share']:.1f}%", "█" * max(1, round(30 * g["files"] / top))]
-            for g in doc["genres"]], lambda ri, ci, t: st(t, fg="cyan") if ci == 3 and ri != -1 else
-            (st(t, bold=True) if ri == -1 else t)))
-    else:
-        out.append("(none)")
-
-    conf = doc["confidence"]
-    out += ["", title("Confidence")]
-    if conf["predictions"]:
-        out.append(f"{conf['predictions']} predictions, mean {conf['mean']:.2f} (min {conf['min']:.2f}, "
-                   f"max {conf['max']:.2f})" + (f", tags written from {doc['report']['min_confidence']}"
-                                                if doc["report"]["min_confidence"] is not None else ""))
-        top = max(b["files"] for b in conf["bins"]) or 1
-        threshold = doc["report"]["min_confidence"]
-        out.append(_table(["confidence", "files", ""], [
-            [f"{b['from']:.1f}–{b['to']:.1f}", b["files"], "█" * round(30 * b["files"] / top)] for b in conf["bins"]],
-            lambda ri, ci, t: (st(t, bold=True) if ri == -1 else st(t, fg="yellow" if threshold is not None and
-                                                                    conf["bins"][ri]["to"] <= threshold else "cyan")
-                               if ci == 2 else t)))
-    else:
-        out.append("(no predictions)")
-
-    if "low_confidence" in f["lists"]:
-        out += ["", title(SECTION_TITLES["low_confidence"])]
-        out.append(_table(["scan", "file", "genre", "conf.", "top 3"], [
-            [r["scan_id"], r["path"], r["genre"], f"{r['confidence']:.2f}",
-             ", ".join(f"{g} {p:.2f}" for g, p in r["top"])] for r in doc["low_confidence"]],
-            status_style({3: "yellow"})) if doc["low_confidence"] else "(none)")
-    if "failed" in f["lists"]:
-        out += ["", title(SECTION_TITLES["failed"])]
-        out.append(_table(["scan", "file", "kind", "reason"], [
-            [r["scan_id"], r["path"], r["kind"], r["reason"]] for r in doc["failed"]],
-            status_style({2: "red"})) if doc["failed"] else "(none)")
-    if "changes" in f["lists"]:
-        out += ["", title(SECTION_TITLES["changes"])]
-        out.append(_table(["scan", "action", "file", "genre before", "genre after", "state", "at"], [
-            [r["scan_id"], r["action"], r["path"], "; ".join(r["before"]) or "-", "; ".join(r["after"]) or "-",
-             r["state"], r["at"]] for r in doc["changes"]]) if doc["changes"] else "(none)")
-    for name in LISTS:
-        if name in notes:
-            out.append(f"{SECTION_TITLES[name]}: {notes[name]}")
-    return "\n".join(out)
-
-
-# ---------------------------------------------------------------- JSON, CSV
-
-
-def render_json(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=2, ensure_ascii=False)
-
-
-CSV_HEADER = ["section", "scan_id", "path", "genre", "value", "detail"]
-
-
-def render_csv(doc: dict[str, Any]) -> str:
-    """One CSV, one row per fact: ``section`` says which part of the report a row belongs to.
-
-    ``scan`` rows carry the scan's counts as JSON in ``detail``; ``confidence`` rows a bin
-    (``detail`` is ``from-to``); ``total`` rows the full length of a list (``path`` names it).
-    """
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_HEADER)
-    for sc in doc["scans"]:
-        w.writerow(["scan", sc["id"], ";".join(sc["roots"]), "", sc["status"],
-                    json.dumps({k: sc[k] for k in ("started_at", "finished_at", "seconds", "dry_run", *SCAN_COUNTS,
-                                                   "tags_written", "unreadable_paths", "mean_confidence")})])
-    for g in doc["genres"]:
-        w.writerow(["genre", "", "", g["genre"], g["files"], g["share"]])
-    for b in doc["confidence"]["bins"]:
-        w.writerow(["confidence", "", "", "", b["files"], f"{b['from']}-{b['to']}"])
-    for r in doc["low_confidence"]:
-        w.writerow(["low_confidence", r["scan_id"], r["path"], r["genre"], r["confidence"], json.dumps(r["top"])])
-    for r in doc["failed"]:
-        w.writerow(["failed", r["scan_id"], r["path"], "", r["kind"], r["reason"]])
-    for r in doc["changes"]:
-        w.writerow(["change", r["scan_id"], r["path"], ";".join(r["after"]), r["action"],
-                    json.dumps({"before": r["before"], "state": r["state"], "at": r["at"]})])
-    for name, n in doc["totals"].items():
-        w.writerow(["total", "", name, "", n, "truncated" if name in doc["truncated"] else ""])
-    return buf.getvalue()
-
-
-def render_html(doc: dict[str, Any]) -> str:
-    from tagger.report_html import render
-
-    return render(doc)
-
-
-RENDERERS = {"table": render_table, "json": render_json, "csv": render_csv, "html": render_html}
