@@ -18,15 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tagger import features
+from tagger import features, formats
 from tagger.errors import UnreadableAudio, UnsupportedFormat
 from tagger.options import Hearing
-
-#: formats libsndfile cannot open; they go straight to ffmpeg
-FFMPEG_ONLY = {"m4a", "mp4", "aac", "m4b"}
-#: formats decoded through PyAV: those libsndfile cannot open, and Ogg Vorbis, where
-#: libsndfile's seek lands some windows hundreds of samples early (PyAV's is exact)
-AV_FIRST = FFMPEG_ONLY | {"ogg"}
 
 #: windows analysed per track, spread over its whole length (declared by tagger.options.Hearing)
 DEFAULT_WINDOWS = Hearing.windows
@@ -34,6 +28,13 @@ DEFAULT_WINDOWS = Hearing.windows
 EDGE_FRACTION = 0.05
 #: RMS below this (about -60 dBFS) counts as silence
 SILENCE_RMS = 1e-3
+
+
+def _decoder(path: Path, fmt: str | None) -> str:
+    """The decoder route of the file's format (``tagger.formats.Format.decoder``); a name
+    that is no format's goes to libsndfile, with ffmpeg behind it."""
+    name = fmt or formats.expected_format(path)
+    return formats.RECORDS[name].decoder if name in formats.RECORDS else "soundfile"
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,7 @@ class Clip:
 def probe(path: str | Path, fmt: str | None = None) -> AudioInfo:
     """Length, rate and channels of an audio file; raises UnreadableAudio."""
     path = Path(path)
-    fmt = (fmt or path.suffix.lstrip(".")).lower()
-    if fmt in AV_FIRST:
+    if _decoder(path, fmt) == "av":
         info = _probe_av(path)
         if info is not None:
             return info

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tagger import formats
 from tagger.errors import TaggerError
 
-AUDIO_SUFFIXES = {".mp3", ".flac", ".ogg", ".oga", ".opus", ".wav", ".aif", ".aiff", ".m4a", ".mp4", ".au"}
 
 
 def _norm(label: str) -> str:
@@ -203,7 +203,7 @@ def items_from_folder(root: str | Path) -> list[tuple[Path, str]]:
     out = []
     for genre_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         out += [(f, genre_dir.name) for f in sorted(genre_dir.rglob("*"))
-                if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES]
+                if f.is_file() and f.suffix.lower() in formats.READABLE_EXTENSIONS]
     return out
 
 
@@ -229,7 +229,7 @@ def items_from_tags(root: str | Path) -> list[tuple[Path, str]]:
 
     root = Path(root)
     files = [root] if root.is_file() else sorted(
-        f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+        f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in formats.READABLE_EXTENSIONS)
     out = []
     for f in files:
         try:

@@ -12,39 +12,62 @@ a real ADTS stream is reported as unsupported with that reason.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from tagger.errors import UnsupportedFormat
 
+@dataclass(frozen=True)
+class Format:
+    """Everything tagger knows about one audio format, in one place; every module looks it up here.
+
+    The content check that goes with it (its magic bytes) is ``_identify`` below.
+    """
+
+    name: str  # tagger's name for it, stored in the database
+    label: str  # how messages name it
+    extensions: tuple[str, ...]  # lower case, with the dot; the first is the usual one
+    decoder: str  # "soundfile": libsndfile, seeking; "av": PyAV first (libsndfile cannot, or seeks inexactly)
+    tag_family: str  # which field table applies (tagger.tags.FIELD_TABLE): "id3", "vorbis", "mp4"
+    mutagen: str  # "module:Class" that opens it for tagging
+    payload: str  # how its audio payload is found for the fingerprint: a key of tagger.tags' hashers
+
+
+RECORDS: dict[str, Format] = {f.name: f for f in (
+    Format("mp3", "MP3", (".mp3",), "soundfile", "id3", "mutagen.mp3:MP3", "mpeg"),
+    Format("flac", "FLAC", (".flac",), "soundfile", "vorbis", "mutagen.flac:FLAC", "flac"),
+    # libsndfile's seek lands some Ogg Vorbis windows hundreds of samples early; PyAV's is exact
+    Format("ogg", "Ogg Vorbis", (".ogg", ".oga"), "av", "vorbis", "mutagen.oggvorbis:OggVorbis", "ogg"),
+    Format("opus", "Opus", (".opus",), "soundfile", "vorbis", "mutagen.oggopus:OggOpus", "ogg"),
+    # .aac only when it holds MP4: raw ADTS is refused (see the module docstring)
+    Format("m4a", "MP4/M4A", (".m4a", ".m4b", ".mp4", ".aac"), "av", "mp4", "mutagen.mp4:MP4", "mp4"),
+    Format("wav", "WAV", (".wav",), "soundfile", "id3", "mutagen.wave:WAVE", "riff"),
+    Format("aiff", "AIFF", (".aif", ".aiff", ".aifc"), "soundfile", "id3", "mutagen.aiff:AIFF", "aiff"),
+)}
+
 #: the formats tagger reads and tags
-FORMATS = ("mp3", "flac", "ogg", "opus", "m4a", "wav", "aiff")
+FORMATS = tuple(RECORDS)
 
 #: extension (lower case, with the dot) -> the format its content must be
-EXTENSIONS: dict[str, str] = {
-    ".mp3": "mp3",
-    ".flac": "flac",
-    ".ogg": "ogg",
-    ".oga": "ogg",
-    ".opus": "opus",
-    ".m4a": "m4a",
-    ".m4b": "m4a",
-    ".mp4": "m4a",
-    ".aac": "m4a",  # only when it holds MP4; raw ADTS is refused (see module doc)
-    ".wav": "wav",
-    ".aif": "aiff",
-    ".aiff": "aiff",
-    ".aifc": "aiff",
-}
+EXTENSIONS: dict[str, str] = {ext: f.name for f in RECORDS.values() for ext in f.extensions}
+
+#: extensions of audio that training and evaluation may decode without tagging it
+#: (GTZAN's originals are Sun .au)
+READABLE_EXTENSIONS = frozenset(EXTENSIONS) | {".au"}
+
+
+def record(fmt: str) -> Format:
+    """The record of a format named as ``confirm`` names it; KeyError for any other name."""
+    return RECORDS[fmt]
+
 
 #: bytes read from the head of a file to identify it (an ID3v2 tag in front
 #: of the audio is skipped with one extra seek, whatever its size)
 HEAD_BYTES = 4096
 
-_NAMES = {
-    "mp3": "MP3", "flac": "FLAC", "ogg": "Ogg Vorbis", "opus": "Opus", "m4a": "MP4/M4A",
-    "wav": "WAV", "aiff": "AIFF", "adts": "raw AAC (ADTS)", "oggflac": "Ogg FLAC",
-    "ogg-other": "Ogg (not Vorbis or Opus)",
-}
+#: labels of what _identify finds: tagger's formats, and what it recognises and refuses
+_NAMES = {**{f.name: f.label for f in RECORDS.values()},
+          "adts": "raw AAC (ADTS)", "oggflac": "Ogg FLAC", "ogg-other": "Ogg (not Vorbis or Opus)"}
 
 # MPEG audio header tables: bitrate (kbit/s) by [version is MPEG-1][layer], sample rates
 _BITRATES = {
@@ -116,7 +139,7 @@ def _identify(path: Path) -> str | None:
         offset = 0
         # An ID3v2 tag may sit in front of MP3, ADTS and (rarely) FLAC audio.
         while head[:3] == b"ID3" and len(head) >= 10:
-            offset += _id3_size(head)
+            offset += id3_size(head)
             f.seek(offset)
             head = f.read(HEAD_BYTES)
     if len(head) < 12:
@@ -138,7 +161,7 @@ def _identify(path: Path) -> str | None:
     return None
 
 
-def _id3_size(head: bytes) -> int:
+def id3_size(head: bytes) -> int:
     """Bytes taken by the ID3v2 tag at the start of ``head`` (header, body, footer)."""
     body = 0
     for b in head[6:10]:  # four 7-bit "syncsafe" bytes
@@ -197,4 +220,5 @@ def _mpeg_frames(head: bytes) -> bool:
     return _mpeg_frame_length(nxt) > 0 and (nxt[1] >> 3) & 3 == (head[1] >> 3) & 3
 
 
-__all__ = ["FORMATS", "EXTENSIONS", "expected_format", "sniff", "confirm"]
+__all__ = ["Format", "RECORDS", "FORMATS", "EXTENSIONS", "READABLE_EXTENSIONS", "record", "expected_format",
+           "sniff", "confirm", "id3_size"]

@@ -16,7 +16,6 @@ import socket
 import time
 from pathlib import Path
 
-import audiofiles
 import pytest
 import requests
 from services import TEST_MODEL

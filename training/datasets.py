@@ -12,7 +12,10 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-AUDIO_SUFFIXES = {".mp3", ".flac", ".ogg", ".oga", ".opus", ".wav", ".aif", ".aiff", ".m4a", ".mp4", ".au"}
+from tagger import formats
+
+#: files of these names are audio (tagger.formats declares them)
+AUDIO_SUFFIXES = formats.READABLE_EXTENSIONS
 
 GTZAN_GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 FMA_GENRES = ("Electronic", "Experimental", "Folk", "Hip-Hop", "Instrumental", "International", "Pop", "Rock")
