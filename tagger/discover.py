@@ -4,6 +4,10 @@ The walk streams: it holds the directories still to visit and the identities
 of directories and files already seen (to survive symlink loops and links to
 files met before), never the list of files. Only ``stat`` is called per file;
 reading the file to confirm its format is the job's first step.
+
+Each folder's listing is also where the temporary copies of tag writes killed
+midway (``.NAME.tagger-XXXXXXXX.tmp``, an hour old) are found and removed; see
+:func:`tagger.tags.remove_stale_temps`.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from tagger import tags
 from tagger.formats import EXTENSIONS
 
 
@@ -78,6 +83,7 @@ def walk(roots: Iterable[str | Path], within: Iterable[str] | None = None) -> It
             except OSError as exc:
                 yield Problem(directory, f"cannot list folder: {exc.strerror or exc}")
                 continue
+            tags.remove_stale_temps(directory, entries=entries)  # left by writes killed midway
             subdirs = []
             for entry in entries:
                 try:

@@ -11,9 +11,17 @@ branches on the format.
 Write safety (see :func:`write`)
 --------------------------------
 1. ``expect``: a file whose size or mtime differs from what the analysis saw
-   raises :class:`~tagger.errors.FileChanged` and is not written.
+   raises :class:`~tagger.errors.FileChanged` and is not written. Neither is
+   a file whose ID3 tag holds frames mutagen cannot read (a text encoding
+   byte that is not 0-3, bytes that are no frame, an id that is not one) or
+   reads and would not write back (ID3v2.3 ``RVAD``/``EQUA``/``TRDA``/``TSIZ``,
+   unknown ID3v2.2 frames): mutagen drops those silently, the read-back of
+   step 3 cannot see it and undo could not restore them, so the stored
+   frames are walked and such a file raises :class:`UnreadableFrames`
+   (permanent), its bytes unchanged.
 2. The tags are written into a copy in the same directory (a hidden
-   ``.<name>.tagger-XXXX.tmp`` file), never into the original.
+   ``.<name>.tagger-XXXXXXXX.tmp`` file, the name's start cut to fit 255
+   bytes), never into the original.
 3. The copy is verified by reading it back: our fields hold exactly the
    values meant, every other tag (frames, comments, atoms, pictures) is
    unchanged, and :func:`audio_fingerprint` of the audio payload is unchanged.
@@ -21,7 +29,9 @@ Write safety (see :func:`write`)
    owner and group when the process may set them), and ``os.replace``
    moves it onto the original in one atomic step, followed by an fsync of
    the directory. A process killed at any moment leaves the original as it
-   was or fully written; at worst a stray ``*.tagger-*.tmp`` file remains.
+   was or fully written; at worst a stray ``.<name>.tagger-XXXXXXXX.tmp``
+   file remains, which the next scan walking the folder removes once it is
+   an hour old (:func:`remove_stale_temps`).
 
 mtime policy: a written file's mtime is the time of the write, because its
 content changed (backup and sync tools rely on that). The stat after the
@@ -72,15 +82,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat as stat_module
 import struct
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from tagger.errors import (FileChanged, FileMissing, TaggerError, TagWriteError, UnreadableAudio,
                            UnsupportedFormat)
+from tagger.formats import id3_size
 
 #: the logical fields tagger owns, in a stable order
 FIELDS = ("genre", "confidence", "model")
@@ -99,8 +112,11 @@ FIELD_TABLE: dict[str, dict[str, str]] = {
 FAMILY_OF = {"mp3": "id3", "wav": "id3", "aiff": "id3", "flac": "vorbis", "ogg": "vorbis",
              "opus": "vorbis", "m4a": "mp4"}
 
-#: marks our temporary copies: ``.<name>.tagger-<random>.tmp``
+#: marks our temporary copies: ``.<name>.tagger-<random>.tmp`` (see :func:`is_temp_name`)
 TEMP_MARK = ".tagger-"
+TEMP_SUFFIX = ".tmp"
+_TEMP_KEEP = 80  # at most this many characters of the file's name start a temporary copy's name
+_TEMP_RANDOM = 8  # tempfile.mkstemp's random part: 8 of a-z, 0-9 and _
 
 
 @dataclass(frozen=True)
@@ -128,6 +144,11 @@ class WriteResult:
     changed: bool  # False: the values were already there, the file was not touched
     stat: FileStat  # the file's stat after the write (record it for incremental scans)
     fingerprint: str  # audio payload hash, identical before and after
+
+
+class UnreadableFrames(TagWriteError):
+    """The file's ID3 tag holds frames mutagen cannot read (or reads but would not write back):
+    any rewrite would silently drop them, and undo could not bring them back. Permanent."""
 
 
 # ---------------------------------------------------------------- public API
@@ -191,6 +212,14 @@ def write(path: str | Path, fmt: str, values: dict[str, list[str]], *,
         raise TagWriteError(f"not written: {e.message}") from None
     if target == before:
         return WriteResult(before, before, False, FileStat.from_stat(st), fingerprint)
+    try:
+        lost = family.would_lose(real, fmt)
+    except FileNotFoundError:
+        raise FileMissing("the file no longer exists") from None
+    except Exception as e:  # a tag too odd to walk is not one to rewrite either
+        raise TagWriteError(f"cannot check the file's tags before writing, file left as it was ({_reason(e)})") from e
+    if lost:
+        raise UnreadableFrames(f"the file has {lost}; not rewritten, as a rewrite would drop them")
     others = family.others(original)
 
     fd, tmp_name = _make_temp(real)
@@ -224,6 +253,50 @@ def write(path: str | Path, fmt: str, values: dict[str, list[str]], *,
         raise TagWriteError(f"writing tags failed, file left as it was ({_reason(e)})") from e
     _fsync_dir(folder)
     return WriteResult(before, target, True, FileStat.of(real), fingerprint)
+
+
+#: exactly the names :func:`_make_temp` gives: a dot, the start of the file's name, the mark,
+#: mkstemp's 8 random characters, ".tmp"
+_TEMP_NAME = re.compile(rf"\..*{re.escape(TEMP_MARK)}[a-z0-9_]{{{_TEMP_RANDOM}}}{re.escape(TEMP_SUFFIX)}", re.DOTALL)
+
+#: a temporary copy untouched this long (by mtime) is a write that died (kill -9, power cut):
+#: no live write takes an hour, so another worker's copy in progress is never removed
+STALE_TEMP_AGE_S = 3600.0
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` (a file's name, no folder) is one of tagger's temporary copies."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def remove_stale_temps(folder: str | Path, older_than_s: float = STALE_TEMP_AGE_S,
+                       entries: Iterable[os.DirEntry] | None = None) -> list[str]:
+    """Delete the temporary copies that writes killed midway left in ``folder``; return their paths.
+
+    Only regular files (not links, not folders) named exactly as :func:`is_temp_name` says and
+    not modified for ``older_than_s`` seconds are removed; anything else is never touched.
+    ``entries``: the folder's listing when the caller has read it already (a scan's walk), so
+    the folder is not listed twice. A copy that cannot be removed (a read-only folder) stays.
+    """
+    if entries is None:
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            return []
+    cutoff = time.time() - older_than_s
+    removed = []
+    for entry in entries:
+        if TEMP_MARK not in entry.name or not is_temp_name(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if stat_module.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(entry.path)
+        except OSError:
+            continue  # gone already (another scan), or not ours to remove
+    return removed
 
 
 def audio_fingerprint(path: str | Path, fmt: str) -> str:
@@ -309,7 +382,20 @@ def _writable(path: Path, st: os.stat_result, directory: bool = False) -> bool:
 
 def _make_temp(real: Path) -> tuple[int, str]:
     try:
-        return tempfile.mkstemp(prefix=f".{real.name[:80]}{TEMP_MARK}", suffix=".tmp", dir=real.parent)
+        name_max = os.pathconf(real.parent, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):
+        name_max = 255
+    # ".<kept>.tagger-XXXXXXXX.tmp": the kept start of the name is cut by its encoded bytes
+    # (a name of 80 CJK characters is 240 bytes), between characters, so the whole fits
+    room = min(name_max, 255) - len(f".{TEMP_MARK}{'x' * _TEMP_RANDOM}{TEMP_SUFFIX}")
+    kept, used = [], 0
+    for ch in real.name[:_TEMP_KEEP]:
+        used += len(os.fsencode(ch))
+        if used > room:
+            break
+        kept.append(ch)
+    try:
+        return tempfile.mkstemp(prefix=f".{''.join(kept)}{TEMP_MARK}", suffix=TEMP_SUFFIX, dir=real.parent)
     except OSError as e:
         raise TagWriteError(f"cannot create a temporary file next to the file ({e.strerror or e})") from None
 
@@ -374,6 +460,10 @@ class _Family:
         """Every tag that is not ours, as (key, digest of the value), in a stable order."""
         raise NotImplementedError
 
+    def would_lose(self, path: Path, fmt: str) -> str | None:
+        """What stored in the file a rewrite would drop without :meth:`others` seeing it (``None``: nothing)."""
+        return None
+
     def save(self, f: Any) -> None:
         f.save()
 
@@ -426,8 +516,16 @@ class _ID3(_Family):
             return []
         ours = {FIELD_TABLE[k]["id3"] for k in FIELDS}
         items = sorted((key, _digest(repr(frame))) for key, frame in f.tags.items() if key not in ours)
+        # frames mutagen does not parse but keeps as they are stored (unknown ids, encrypted frames)
+        unknown = sorted(bytes(data) for data in getattr(f.tags, "unknown_frames", []))
+        if unknown:
+            items.append(("<id3 unknown frames>", _digest(unknown)))
         # the version only matters when there are frames it applies to
         return [("<id3 version>", _digest(f.tags.version))] + items if items else []
+
+    def would_lose(self, path, fmt):
+        raw = _id3_tag_bytes(path, fmt)
+        return None if raw is None else _id3_losses(raw)
 
     def save(self, f):
         # Keep the file's ID3 version (v2.3 stays v2.3 for old players). mutagen
@@ -565,10 +663,159 @@ def _skip_id3v2(f) -> int:
         head = f.read(10)
         if len(head) < 10 or head[:3] != b"ID3":
             return offset
-        size = 0
-        for b in head[6:10]:
-            size = (size << 7) | (b & 0x7F)
-        offset += 10 + size + (10 if head[5] & 0x10 else 0)
+        offset += id3_size(head)
+
+
+# ---------------------------------------------------------------- raw ID3 frames
+# mutagen drops some frames without a word when it loads a tag: a frame whose content it
+# cannot parse (a text encoding byte that is not 0-3), bytes that are no frame header, an id
+# that is not a frame id; on save it drops unknown frames of an older version (ID3v2.2) and
+# the ID3v2.3 frames its conversion to v2.4 discards. What mutagen loaded cannot tell which,
+# so the frames are walked as stored and each is checked to be one mutagen keeps.
+
+#: ID3v2.3 frames mutagen reads and then discards (update_to_v24), with no v2.4 equivalent
+_ID3_V23_DISCARDED = frozenset({"RVAD", "EQUA", "TRDA", "TSIZ"})
+
+
+def _id3_tag_bytes(path: Path, fmt: str) -> bytes | None:
+    """The ID3v2 tag mutagen reads and rewrites (header, frames, padding), as stored; None: none."""
+    with open(path, "rb") as f:
+        if fmt == "mp3":
+            start: int | None = 0
+        else:  # WAV and AIFF: the tag is the body of an "id3 " chunk
+            start = _iff_chunk(f, little=fmt == "wav", ids=(b"id3", b"ID3") if fmt == "wav" else (b"ID3",))
+        if start is None:
+            return None
+        f.seek(start)
+        head = f.read(10)
+        if len(head) < 10 or head[:3] != b"ID3":
+            return None
+        footer = 10 if head[5] & 0x10 else 0  # a copy of the header after the frames: not read
+        return head + f.read(id3_size(head) - 10 - footer)
+
+
+def _iff_chunk(f, little: bool, ids: tuple[bytes, ...]) -> int | None:
+    """Offset of the body of the first top-level chunk of a RIFF/FORM file with one of ``ids``."""
+    size = f.seek(0, os.SEEK_END)
+    offset = 12
+    while offset + 8 <= size:
+        f.seek(offset)
+        head = f.read(8)
+        if head[:4].rstrip() in ids:
+            return offset + 8
+        n = int.from_bytes(head[4:8], "little" if little else "big")
+        offset += 8 + n + (n & 1)
+    return None
+
+
+def _id3_losses(raw: bytes) -> str | None:
+    """What a rewrite of this ID3v2 tag by mutagen would lose, in words; None when nothing."""
+    import io
+
+    from mutagen.id3 import ID3, Frames
+
+    def load(tag: bytes) -> Any:
+        return ID3(io.BytesIO(tag), translate=False, load_v1=False)
+
+    version, flags = raw[3], raw[5]
+    try:
+        whole = load(raw)
+    except Exception as e:
+        return f"an ID3 tag tagger cannot read ({_reason(e)})"
+    start = 10
+    data = raw[10:]
+    if flags & 0x40:  # an extended header, skipped as mutagen skips it
+        ext = data[:4]
+        if ext.decode("ascii", "replace") in Frames:
+            pass  # the flag is set but the frames follow at once
+        else:
+            skip = _syncsafe(ext) if version >= 4 else 4 + int.from_bytes(ext, "big")
+            data, start = data[skip:], start + skip
+    if version < 4 and flags & 0x80:  # the whole tag unsynchronised (v2.4 does it per frame)
+        data = data.replace(b"\xff\x00", b"\xff")
+    loaded = len(whole.keys()) + len(whole.unknown_frames)  # merged duplicates count once
+
+    def unreadable(syncsafe: bool) -> list[str]:
+        frames = _id3_frames(data, version, syncsafe)
+        if len(frames) == loaded:
+            return []  # every frame stored is one mutagen loaded
+        bad = []
+        for at, fid, fflags, body in frames:  # fewer: find the ones it dropped, one at a time
+            one = _id3_frame(version, fid, fflags, body)
+            tag = b"ID3" + bytes([version, 0, flags & 0x80 if version >= 4 else 0])
+            try:
+                kept = load(tag + _syncsafe_bytes(len(one)) + one)
+                ok = bool(kept.keys()) or bool(kept.unknown_frames)
+            except Exception:
+                ok = False
+            if not ok:
+                name = fid.decode("ascii", "replace").rstrip("\x00")
+                if name.isalnum() and name.isupper():
+                    what = f"a {name} frame"
+                elif name.isascii() and name.isprintable():
+                    what = f"a frame named {name!r}"
+                else:
+                    what = "bytes that are no frame"
+                bad.append(f"{what} at byte {start + at}")
+        return bad
+
+    bad = unreadable(True)
+    if bad and version >= 4 and not unreadable(False):
+        bad = []  # frame sizes written as plain integers (old iTunes), which mutagen reads as such
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        return f"ID3 frames tagger cannot read ({', '.join(bad[:3])}{more} of the tag)"
+    unkept = []
+    if version < 4:
+        discarded = sorted({fr.FrameID for fr in whole.values()} & _ID3_V23_DISCARDED)
+        unkept += [f"{', '.join(discarded)}: no ID3v2.4 equivalent"] if discarded else []
+    if version < 3 and whole.unknown_frames:
+        unkept.append("ID3v2.2 frames mutagen does not know")
+    if unkept:
+        return f"ID3 frames tagger cannot write back ({'; '.join(unkept)})"
+    return None
+
+
+def _syncsafe(four: bytes) -> int:
+    """A frame's ID3v2.4 "synchsafe" size: 7 bits of each byte, the top bit ignored (as mutagen does)."""
+    size = 0
+    for b in four:
+        size = (size << 7) | (b & 0x7F)
+    return size
+
+
+def _id3_frames(data: bytes, version: int, syncsafe: bool) -> list[tuple[int, bytes, int, bytes]]:
+    """The frames stored in a tag's frame area, as (offset, id, flags, body), walked as mutagen
+    walks them: up to padding (an id of zero bytes) or the end; empty frames left out."""
+    head = 6 if version < 3 else 10
+    frames = []
+    at = 0
+    while len(data) - at >= head:
+        fid = data[at:at + (3 if version < 3 else 4)]
+        if fid.strip(b"\x00") == b"":
+            break  # padding
+        if version < 3:
+            size, fflags = int.from_bytes(data[at + 3:at + 6], "big"), 0
+        else:
+            four = data[at + 4:at + 8]
+            size = _syncsafe(four) if version >= 4 and syncsafe else int.from_bytes(four, "big")
+            fflags = int.from_bytes(data[at + 8:at + 10], "big")
+        if size:
+            frames.append((at, fid, fflags, data[at + head:at + head + size]))
+        at += head + size
+    return frames
+
+
+def _id3_frame(version: int, fid: bytes, fflags: int, body: bytes) -> bytes:
+    """One frame as stored, its size written the standard way for its version."""
+    if version < 3:
+        return fid + len(body).to_bytes(3, "big") + body
+    size = _syncsafe_bytes(len(body)) if version >= 4 else len(body).to_bytes(4, "big")
+    return fid + size + fflags.to_bytes(2, "big") + body
+
+
+def _syncsafe_bytes(n: int) -> bytes:
+    return bytes([(n >> 21) & 0x7F, (n >> 14) & 0x7F, (n >> 7) & 0x7F, n & 0x7F])
 
 
 def _mp3_payload(f, sink: Sink) -> None:

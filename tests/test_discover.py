@@ -1,4 +1,6 @@
 import os
+import time
+from pathlib import Path
 
 from tagger.discover import Found, Problem, walk
 
@@ -79,3 +81,60 @@ def test_unreadable_folder_is_a_problem_not_a_crash(tmp_path):
 def test_a_file_given_as_root(tmp_path):
     f = _touch(tmp_path / "x.wav")
     assert [i.path for i in walk([f])] == [str(f)]
+
+
+def test_walk_removes_only_tagger_s_stale_temporary_copies(tmp_path):
+    """A write killed with -9 leaves ``.NAME.tagger-XXXXXXXX.tmp`` next to the file; the next walk of
+    the folder removes it once it is an hour old, and nothing else (#22 item 6)."""
+    from tagger import tags
+
+    hours_ago = time.time() - 2 * 3600
+    music = tmp_path / "music"
+    song = _touch(music / "song.mp3")
+    deep = _touch(music / "disc 2" / ("音" * 83 + ".flac"))  # a long name: its temp name is cut
+    stale = []
+    for real in (song, deep):
+        fd, name = tags._make_temp(real)  # the very names a write makes
+        os.write(fd, b"half a copy")
+        os.close(fd)
+        os.utime(name, (hours_ago, hours_ago))
+        stale.append(Path(name))
+    fd, live = tags._make_temp(song)  # another worker's write in progress
+    os.close(fd)
+    user = ["song.mp3.tagger-abcd1234.tmp",  # no leading dot
+            ".song.mp3.tagger-abcd123.tmp",  # seven characters, not eight
+            ".song.mp3.tagger-ABCD1234.tmp",  # mkstemp uses lowercase letters, digits, _
+            ".song.mp3.tagger-abcd1234.tmp.bak",
+            ".song.mp3.tagger-abcd1234.TMP",
+            ".song.mp3-tagger-abcd1234.tmp",
+            ".tagger-abcd1234.tmp"]
+    for name in user:
+        _touch(music / name)
+        os.utime(music / name, (hours_ago, hours_ago))
+    folder = music / ".x.mp3.tagger-abcd1234.tmp"  # a folder of that name: not ours
+    folder.mkdir()
+    os.utime(folder, (hours_ago, hours_ago))
+    link = music / ".y.mp3.tagger-abcd1234.tmp"  # a symlink of that name: not ours either
+    os.symlink(song, link)
+    os.utime(link, (hours_ago, hours_ago), follow_symlinks=False)
+
+    found = [os.path.basename(i.path) for i in walk([tmp_path]) if isinstance(i, Found)]
+    assert sorted(found) == sorted([song.name, deep.name])
+    assert not any(p.exists() for p in stale)
+    assert os.path.exists(live)
+    assert all((music / name).exists() for name in user)
+    assert folder.is_dir() and link.is_symlink() and song.exists() and deep.exists()
+
+
+def test_remove_stale_temps_on_its_own(tmp_path):
+    from tagger import tags
+
+    song = _touch(tmp_path / "song.ogg")
+    fd, name = tags._make_temp(song)
+    os.close(fd)
+    assert tags.remove_stale_temps(tmp_path) == []  # fresh: kept
+    old = time.time() - 3601
+    os.utime(name, (old, old))
+    assert tags.remove_stale_temps(tmp_path, older_than_s=7200) == []
+    assert tags.remove_stale_temps(tmp_path) == [name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.ogg"]
