@@ -43,8 +43,12 @@ def audio_format(name: str) -> str | None:
     return EXTENSIONS.get(os.path.splitext(name)[1].lower())
 
 
-def walk(roots: Iterable[str | Path], within: Iterable[str] | None = None) -> Iterator[Found | Problem]:
+def walk(roots: Iterable[str | Path], within: Iterable[str] | None = None,
+         clean: bool = True) -> Iterator[Found | Problem]:
     """Yield every audio file under ``roots`` once (and every unreadable place).
+
+    ``clean``: remove tagger's own stale temporary copies from the folders walked (not on a
+    dry run, which changes nothing).
 
     Symlinks are followed, but a directory or file reached twice (a loop, or a
     link to something already found) is yielded only the first time. With
@@ -83,7 +87,8 @@ def walk(roots: Iterable[str | Path], within: Iterable[str] | None = None) -> It
             except OSError as exc:
                 yield Problem(directory, f"cannot list folder: {exc.strerror or exc}")
                 continue
-            tags.remove_stale_temps(directory, entries=entries)  # left by writes killed midway
+            if clean:
+                tags.remove_stale_temps(directory, entries=entries)  # left by writes killed midway
             subdirs = []
             for entry in entries:
                 try:

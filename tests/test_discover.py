@@ -3,6 +3,7 @@ import time
 from pathlib import Path
 
 from tagger.discover import Found, Problem, walk
+from tagger.tags import writing as tag_writing
 
 
 def _touch(path, data=b"x"):
@@ -86,20 +87,18 @@ def test_a_file_given_as_root(tmp_path):
 def test_walk_removes_only_tagger_s_stale_temporary_copies(tmp_path):
     """A write killed with -9 leaves ``.NAME.tagger-XXXXXXXX.tmp`` next to the file; the next walk of
     the folder removes it once it is an hour old, and nothing else (#22 item 6)."""
-    from tagger import tags
-
     hours_ago = time.time() - 2 * 3600
     music = tmp_path / "music"
     song = _touch(music / "song.mp3")
     deep = _touch(music / "disc 2" / ("音" * 83 + ".flac"))  # a long name: its temp name is cut
     stale = []
     for real in (song, deep):
-        fd, name = tags._make_temp(real)  # the very names a write makes
+        fd, name = tag_writing._make_temp(real)  # the very names a write makes
         os.write(fd, b"half a copy")
         os.close(fd)
         os.utime(name, (hours_ago, hours_ago))
         stale.append(Path(name))
-    fd, live = tags._make_temp(song)  # another worker's write in progress
+    fd, live = tag_writing._make_temp(song)  # another worker's write in progress
     os.close(fd)
     user = ["song.mp3.tagger-abcd1234.tmp",  # no leading dot
             ".song.mp3.tagger-abcd123.tmp",  # seven characters, not eight
@@ -130,7 +129,7 @@ def test_remove_stale_temps_on_its_own(tmp_path):
     from tagger import tags
 
     song = _touch(tmp_path / "song.ogg")
-    fd, name = tags._make_temp(song)
+    fd, name = tag_writing._make_temp(song)
     os.close(fd)
     assert tags.remove_stale_temps(tmp_path) == []  # fresh: kept
     old = time.time() - 3601
@@ -138,3 +137,15 @@ def test_remove_stale_temps_on_its_own(tmp_path):
     assert tags.remove_stale_temps(tmp_path, older_than_s=7200) == []
     assert tags.remove_stale_temps(tmp_path) == [name]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["song.ogg"]
+
+
+def test_a_walk_for_a_dry_run_removes_nothing(tmp_path):
+    song = _touch(tmp_path / "song.flac")
+    fd, name = tag_writing._make_temp(song)
+    os.close(fd)
+    old = time.time() - 2 * 3600
+    os.utime(name, (old, old))
+    assert [f.path for f in walk([tmp_path], clean=False)] == [str(song)]
+    assert os.path.exists(name)  # a dry run changes nothing, not even our own leftovers
+    list(walk([tmp_path]))
+    assert not os.path.exists(name)

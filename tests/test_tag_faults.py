@@ -10,6 +10,7 @@ import pytest
 
 from audiofiles import SAMPLE_TAGS, SUFFIX, all_tags
 from tagger import tags
+from tagger.tags import writing as tag_writing
 from tagger.errors import TagWriteError
 
 NEW = {"genre": ["Jazz"], "confidence": ["0.873"], "model": ["deep-cnn 1.0.0"]}
@@ -71,7 +72,7 @@ def plain_fields(path: Path, fmt: str) -> dict[str, list[str]]:
 def test_temporary_name_fits_and_keeps_whole_characters(tmp_path, name):
     real = tmp_path / name
     real.write_bytes(b"x")
-    fd, tmp_name = tags._make_temp(real)
+    fd, tmp_name = tag_writing._make_temp(real)
     os.close(fd)
     try:
         base = os.path.basename(tmp_name)
