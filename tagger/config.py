@@ -29,6 +29,8 @@ def _config_file() -> Path:
 
 #: the most windows a track may be cut into (each costs a model pass)
 MAX_WINDOWS = 64
+#: the smallest value each numeric setting takes (workers 0: one per core)
+_AT_LEAST = {"workers": 0, "max_retries": 0, "job_time_limit": 1, "max_upload_mb": 1, "max_duration_s": 1}
 #: values of the precision setting (see tagger.models.runtime.compute_dtype)
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -159,30 +161,52 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"setting {name}: cannot use {value!r}") from None
 
 
+#: the tables a config file may hold; settings may also stand at the top level
+TABLES = ("tagger",)
+
+
+def _from_file(doc: dict[str, Any], path: Path, names: set[str]) -> dict[str, Any]:
+    """The settings in a parsed config file: under ``[tagger]``, or at the top level."""
+    values = {}
+    for key, value in doc.items():
+        if isinstance(value, dict) and key not in TABLES:
+            raise ConfigError(f"unknown table [{key}] in {path} (settings go under [tagger])")
+    section = dict(doc.get("tagger", {}))
+    section.update({k: v for k, v in doc.items() if k not in TABLES})
+    for key, value in section.items():
+        if key not in names:
+            raise ConfigError(f"unknown setting {key!r} in {path}")
+        values[key] = _coerce(key, value)
+    return values
+
+
 def load(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     config_file: str | Path | None = None,
+    required: bool = False,
 ) -> Settings:
     """Build the settings: defaults ← config file ← ``TAGGER_*`` environment ← ``overrides``.
 
-    ``overrides`` holds command-line flags; ``None`` values are ignored.
+    ``overrides`` holds command-line flags; ``None`` values are ignored. ``required``: the
+    config file was named on the command line, and must exist (as one named by
+    ``TAGGER_CONFIG`` must).
     """
     environ = os.environ if environ is None else environ
     names = {f.name for f in fields(Settings)}
     values: dict[str, Any] = {}
 
-    path = Path(config_file or environ.get("TAGGER_CONFIG") or _config_file()).expanduser()
-    if path.is_file():
+    named = environ.get("TAGGER_CONFIG") if config_file is None else config_file
+    path = Path(named or _config_file()).expanduser()
+    if (required or (named and config_file is None)) and not path.exists():
+        # a file the user named (--config, TAGGER_CONFIG) and that is not there is a mistake
+        raise ConfigError(f"config file {path} does not exist")
+    if path.exists() and not path.is_dir():
         try:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
-        section = doc.get("tagger", doc)
-        for key, value in section.items():
-            if key not in names:
-                raise ConfigError(f"unknown setting {key!r} in {path}")
-            values[key] = _coerce(key, value)
+        values.update(_from_file(doc, path, names))
 
     for name in names:
         env = environ.get(f"TAGGER_{name.upper()}")
@@ -205,4 +229,7 @@ def load(
         raise ConfigError("early_stop must be between 0 and 1")
     if "windows" in values and not 1 <= values["windows"] <= MAX_WINDOWS:
         raise ConfigError(f"windows must be between 1 and {MAX_WINDOWS}")
+    for name, low in _AT_LEAST.items():
+        if name in values and values[name] < low:
+            raise ConfigError(f"{name} must be at least {low} (got {values[name]})")
     return replace(Settings(), **values)

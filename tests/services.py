@@ -115,7 +115,7 @@ def cli_env(settings: config.Settings, **extra: str) -> dict[str, str]:
     env.update(settings.to_env())
     env.update({"TAGGER_MODEL": settings.model, "TAGGER_WORKERS": str(settings.workers),
                 "TAGGER_MIN_CONFIDENCE": str(settings.min_confidence),
-                "TAGGER_CONFIG": str(settings.data_dir / "absent.toml")})
+                "TAGGER_CONFIG": os.devnull})  # an empty config: not the user's
     env.update(extra)
     return env
 

@@ -29,6 +29,9 @@ def test_redis_url_means_distributed(tmp_path):
     ("[tagger]\ncolour = 'blue'\n", "unknown setting 'colour'"),
     ("[tagger]\nworkers = 'many'\n", "setting workers"),
     ("not toml = = =", "cannot read config file"),
+    ("[scan]\nworkers = 2\n", "unknown table [scan]"),  # was read as no settings at all
+    ("[tagger]\nworkers = -3\n", "workers must be at least 0"),
+    ("[tagger]\nmax_retries = -1\n", "max_retries must be at least 0"),
 ])
 def test_bad_config_file_gives_one_line(tmp_path, text, message):
     cfg = tmp_path / "c.toml"
@@ -86,3 +89,35 @@ def test_progressive_settings(tmp_path):
         config.load(config_file=none, environ={"TAGGER_FIRST_WINDOWS": "-1"})
     with pytest.raises(ConfigError, match="window_step must be between 0 and 64"):
         config.load(config_file=none, environ={"TAGGER_WINDOW_STEP": "65"})
+
+
+def test_settings_at_the_top_level_or_under_tagger_are_both_read(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("workers = 2\n[tagger]\nmin_confidence = 0.4\n")
+    s = config.load(environ={}, config_file=cfg)
+    assert (s.workers, s.min_confidence) == (2, 0.4)
+
+
+def test_a_config_file_the_user_named_must_exist(tmp_path):
+    missing = tmp_path / "missing.toml"
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(environ={}, config_file=missing, required=True)
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(environ={"TAGGER_CONFIG": str(missing)})
+    assert config.load(environ={}, config_file=missing).workers == 0  # the default place: optional
+    with pytest.raises(ConfigError, match="workers must be at least 0"):
+        config.load(environ={"TAGGER_WORKERS": "-3"}, config_file=missing)
+
+
+def test_the_command_line_says_so_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TAGGER_DATA_DIR": str(tmp_path / "d")}
+    out = subprocess.run([sys.executable, "-m", "tagger", "--config", str(tmp_path / "nope.toml"), "report"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        f"Error: config file {tmp_path / 'nope.toml'} does not exist"]
+    out = subprocess.run([sys.executable, "-m", "tagger", "report"], env={**env, "TAGGER_WORKERS": "-3"},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "workers must be at least 0" in out.stderr and "Traceback" not in out.stderr
