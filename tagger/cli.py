@@ -19,7 +19,7 @@ def _settings(ctx: click.Context, **flags) -> config_mod.Settings:
     base = dict(ctx.obj or {})
     base.update({k: v for k, v in flags.items() if v is not None})
     try:
-        return config_mod.load(base, config_file=ctx.meta.get("config"))
+        return config_mod.load(base, config_file=ctx.meta.get("config"), required=bool(ctx.meta.get("config")))
     except TaggerError as exc:
         raise click.ClickException(str(exc)) from None
 
