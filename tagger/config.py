@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tagger.errors import ConfigError
+from tagger.naming import Naming, check as check_naming
 from tagger.options import MIN_CONFIDENCE, Hearing
 
 
@@ -79,11 +80,22 @@ class Settings:
     max_upload_mb: int = 200
     #: ``tagger serve``: longest audio accepted for a prediction, seconds
     max_duration_s: float = 3600.0
+    #: taxonomy id -> the name written instead of its display name (``[genres]`` in the config file)
+    genre_names: tuple[tuple[str, str], ...] = ()
+    #: only these genres are written (ids or names); empty: all
+    genres_only: tuple[str, ...] = ()
+    #: joins several genres into one value (e.g. "; "); empty: one value per genre
+    genre_separator: str = ""
 
     @property
     def hearing(self) -> Hearing:
         """How much of each track the model hears (``tagger.options.Hearing``)."""
         return Hearing(self.windows, self.first_windows, self.window_step, self.early_stop)
+
+    @property
+    def naming(self) -> Naming:
+        """How genres are spelled in the files (``tagger.naming``)."""
+        return Naming(self.genre_names, self.genres_only, self.genre_separator)
 
     @property
     def database_url(self) -> str:
@@ -148,7 +160,10 @@ def _coerce(name: str, value: Any) -> Any:
         if name == "allowed_hosts":  # host names may hold ":" (a port), so commas, not os.pathsep
             items = value.split(",") if isinstance(value, str) else [str(h) for h in value]
             return tuple(h.strip() for h in items if h.strip())
-        if name == "path_map":
+        if name == "genres_only":
+            items = value.split(",") if isinstance(value, str) else [str(g) for g in value]
+            return tuple(g.strip() for g in items if g.strip())
+        if name in ("path_map", "genre_names"):
             if isinstance(value, str):
                 pairs = [p.split("=", 1) for p in value.split(";") if p]
             elif isinstance(value, Mapping):
@@ -162,7 +177,7 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 #: the tables a config file may hold; settings may also stand at the top level
-TABLES = ("tagger",)
+TABLES = ("tagger", "genres")
 
 
 def _from_file(doc: dict[str, Any], path: Path, names: set[str]) -> dict[str, Any]:
@@ -170,7 +185,10 @@ def _from_file(doc: dict[str, Any], path: Path, names: set[str]) -> dict[str, An
     values = {}
     for key, value in doc.items():
         if isinstance(value, dict) and key not in TABLES:
-            raise ConfigError(f"unknown table [{key}] in {path} (settings go under [tagger])")
+            raise ConfigError(f"unknown table [{key}] in {path} (settings go under [tagger], genre names "
+                              "under [genres])")
+    if "genres" in doc:  # [genres] hiphop = "Rap": taxonomy id = the name written
+        values["genre_names"] = _coerce("genre_names", {str(k): str(v) for k, v in doc["genres"].items()})
     section = dict(doc.get("tagger", {}))
     section.update({k: v for k, v in doc.items() if k not in TABLES})
     for key, value in section.items():
@@ -229,6 +247,12 @@ def load(
         raise ConfigError("early_stop must be between 0 and 1")
     if "windows" in values and not 1 <= values["windows"] <= MAX_WINDOWS:
         raise ConfigError(f"windows must be between 1 and {MAX_WINDOWS}")
+    if "genre_names" in values or "genres_only" in values:
+        try:
+            values["genre_names"], values["genres_only"] = check_naming(values.get("genre_names", ()),
+                                                                        values.get("genres_only", ()))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     for name, low in _AT_LEAST.items():
         if name in values and values[name] < low:
             raise ConfigError(f"{name} must be at least {low} (got {values[name]})")

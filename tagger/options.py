@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
+from tagger.naming import Naming
+
 #: below this calibrated confidence no tag is written
 MIN_CONFIDENCE = 0.65
 
@@ -32,7 +34,8 @@ class Hearing:
 
 @dataclass(frozen=True)
 class ScanOptions:
-    """A scan's options: what each of its jobs does with its file."""
+    """A scan's options: what each of its jobs does with its file (``naming``: how the genres it
+    writes are spelled, so that remote workers write what the scan was asked to)."""
 
     dry_run: bool = False
     force: bool = False
@@ -40,12 +43,14 @@ class ScanOptions:
     overwrite: bool = False
     model: str = ""  # empty: the default chain
     hearing: Hearing = field(default_factory=Hearing)
+    naming: Naming = field(default_factory=Naming)
 
     @classmethod
     def from_settings(cls, settings: Any, *, dry_run: bool = False, force: bool = False) -> "ScanOptions":
         """The options of a scan started with ``settings`` (a ``tagger.config.Settings``)."""
         return cls(dry_run=dry_run, force=force, min_confidence=settings.min_confidence,
-                   overwrite=settings.overwrite, model=settings.model, hearing=settings.hearing)
+                   overwrite=settings.overwrite, model=settings.model, hearing=settings.hearing,
+                   naming=settings.naming)
 
     def to_record(self) -> dict[str, Any]:
         """Plain JSON for the scan's row (``scans.options``)."""
@@ -66,7 +71,10 @@ class ScanOptions:
             h = default.hearing
             hearing = Hearing(int(record.get("windows") or h.windows), int(record.get("first_windows", h.first)),
                               int(record.get("window_step", h.step)), float(record.get("early_stop", h.stop)))
+        n = record.get("naming") if isinstance(record.get("naming"), Mapping) else {}
+        naming = Naming(tuple((str(a), str(b)) for a, b in n.get("names", ())),
+                        tuple(str(g) for g in n.get("only", ())), str(n.get("separator", "")))
         return cls(dry_run=bool(record.get("dry_run", default.dry_run)), force=bool(record.get("force", default.force)),
                    min_confidence=float(record.get("min_confidence", default.min_confidence)),
                    overwrite=bool(record.get("overwrite", default.overwrite)),
-                   model=str(record.get("model") or ""), hearing=hearing)
+                   model=str(record.get("model") or ""), hearing=hearing, naming=naming)

@@ -20,6 +20,7 @@ from tagger.db import schema as s
 from tagger.errors import FileMissing, TaggerError, TransientError, UnsupportedFormat, is_transient
 from tagger.models.base import Prediction
 from tagger.models.predictor import Predictor
+from tagger.options import ScanOptions
 
 log = logging.getLogger("tagger.pipeline")
 
@@ -100,6 +101,16 @@ def check_file(path: str, path_map: bool = False) -> str:
     return formats.confirm(path)  # the content must agree with the name
 
 
+def fields_for(prediction: Prediction, options: ScanOptions) -> Optional[dict[str, list[str]]]:
+    """tagger's fields as a scan with ``options`` writes them for ``prediction``: the genres as
+    named (``options.naming``), the confidence, the model; None when no genre may be written."""
+    genres = options.naming.written(prediction.genres or [prediction.genre])
+    if not genres:
+        return None
+    return {"genre": genres, "confidence": [f"{prediction.confidence:.3f}"],
+            "model": [f"{prediction.model} {prediction.version}"]}
+
+
 def _run(job: record.Job, settings: Settings) -> tuple[str, Prediction, Optional[dict]]:
     fmt = check_file(job.path, bool(settings.path_map))
     opts = job.options
@@ -114,12 +125,9 @@ def _run(job: record.Job, settings: Settings) -> tuple[str, Prediction, Optional
         return s.LOW_CONFIDENCE, prediction, {"before": current, "after": None}
     if record.is_users_genre(current) and not opts.overwrite:
         return s.KEPT, prediction, {"before": current, "after": None}
-
-    wanted = {
-        "genre": list(prediction.genres or [prediction.genre]),
-        "confidence": [f"{prediction.confidence:.3f}"],
-        "model": [f"{prediction.model} {prediction.version}"],
-    }
+    wanted = fields_for(prediction, opts)
+    if wanted is None:  # its top genre is off the user's list (genres_only)
+        return s.LOW_CONFIDENCE, prediction, {"before": current, "after": None}
     change_id, before = record.begin_change(settings, file_id=job.file_id, scan_id=job.scan_id,
                                             analysis_id=job.analysis_id, action=s.ChangeAction.WRITE,
                                             before=current, after=wanted)

@@ -1,0 +1,88 @@
+"""How a genre is spelled in a file: display names, the user's own names and list, the separator.
+
+The taxonomy (tagger/genres.py) names genres with short lower-case ids
+(``hiphop``, ``rnb``); the database and the report keep those. What is written
+into a file is its display name, spelled as players' genre lists and beets'
+canonical tree spell it (``Hip-Hop``, ``R&B``, ``Electronic``), unless the
+user renames it (``[genres]`` in the config file). ``genres_only`` keeps a
+whitelist: a track whose top genre is not on it gets no tag (it is listed with
+the low-confidence files), and lesser genres off it are left out. Several
+genres are several values of the genre field; with ``genre_separator`` set
+they are joined into one (``Rock; Metal``) for players that show only the
+first value.
+
+Pure standard library: the settings are built from it before anything heavy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+#: taxonomy id -> the name written by default
+DISPLAY = {
+    "ambient": "Ambient", "blues": "Blues", "classical": "Classical", "country": "Country",
+    "disco": "Disco", "electronic": "Electronic", "folk": "Folk", "funk": "Funk", "hiphop": "Hip-Hop",
+    "instrumental": "Instrumental", "jazz": "Jazz", "metal": "Metal", "pop": "Pop", "punk": "Punk",
+    "reggae": "Reggae", "rnb": "R&B", "rock": "Rock", "world": "World",
+}
+
+#: other spellings users type for a genre (``--genre hip hop``, ``genres_only = ["RnB"]``)
+_ALIASES = {"hip hop": "hiphop", "hip-hop": "hiphop", "rap": "hiphop", "r&b": "rnb", "r and b": "rnb",
+            "rhythm and blues": "rnb", "electronica": "electronic", "world music": "world"}
+
+
+def _key(text: str) -> str:
+    return " ".join(str(text).strip().lower().split())
+
+
+def genre_id(name: str, names: Iterable[tuple[str, str]] = ()) -> Optional[str]:
+    """The taxonomy id a genre name stands for: an id, a display name, a common spelling, or one of
+    the user's own ``names`` (id, name) pairs; case and spacing ignored. None for anything else."""
+    key = _key(name)
+    if key in DISPLAY:
+        return key
+    for gid, shown in [*names, *DISPLAY.items()]:
+        if _key(shown) == key:
+            return gid
+    return _ALIASES.get(key)
+
+
+@dataclass(frozen=True)
+class Naming:
+    """The user's choices: renamed genres, the whitelist (taxonomy ids), the separator."""
+
+    names: tuple[tuple[str, str], ...] = ()
+    only: tuple[str, ...] = ()
+    separator: str = ""
+
+    def shown(self, gid: str) -> str:
+        """The name written for the taxonomy id ``gid``."""
+        return dict(self.names).get(gid) or DISPLAY.get(gid, gid)
+
+    def written(self, genres: Iterable[str]) -> list[str]:
+        """The genre field's values for a prediction's genres (taxonomy ids, best first); empty when
+        the top genre is off the whitelist."""
+        genres = list(genres)
+        if not genres or (self.only and genres[0] not in self.only):
+            return []
+        values = [self.shown(g) for g in genres if not self.only or g in self.only]
+        return [self.separator.join(values)] if self.separator and len(values) > 1 else values
+
+
+def check(names: Iterable[tuple[str, str]], only: Iterable[str]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """Validate the user's names (keys must be taxonomy ids) and whitelist (any spelling ``genre_id``
+    reads); returns them normalised: ((id, name), ...), (id, ...). Raises ValueError with one line."""
+    pairs = []
+    for gid, shown in names:
+        if _key(gid) not in DISPLAY:
+            raise ValueError(f"[genres]: {gid!r} is not one of tagger's genres ({', '.join(DISPLAY)})")
+        if not str(shown).strip():
+            raise ValueError(f"[genres]: the name for {gid!r} is empty")
+        pairs.append((_key(gid), str(shown).strip()))
+    ids = []
+    for name in only:
+        gid = genre_id(name, pairs)
+        if gid is None:
+            raise ValueError(f"genres_only: {name!r} is not one of tagger's genres ({', '.join(DISPLAY.values())})")
+        ids.append(gid)
+    return tuple(pairs), tuple(dict.fromkeys(ids))
