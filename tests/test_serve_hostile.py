@@ -335,3 +335,32 @@ def test_host_rules_unit():
     assert not host_allowed("192.168.1.6", frozenset(), "192.168.1.5")
     assert host_allowed("myhost.lan", served_names("myhost.lan", ()), "192.168.1.5")
     assert not host_allowed("attacker.example", served_names("0.0.0.0", ()), "192.168.1.5")
+
+
+# ---------------------------------------------------------------- bursts and idle connections (#21)
+
+
+def test_idle_and_half_sent_connections_do_not_stop_it_serving_others(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    # 40 clients that connect and say nothing, 40 that send half a request line and stop
+    idle = [_connect(server.url) for _ in range(40)]
+    half = [_connect(server.url) for _ in range(40)]
+    for s in half:
+        s.sendall(b"GET /v1/hea")
+    try:
+        t = time.monotonic()
+        _healthy(server)
+        assert time.monotonic() - t < 5  # answered at once, not after the others time out
+        # a burst of 60 requests at once, each answered
+        with ThreadPoolExecutor(30) as pool:
+            codes = list(pool.map(lambda _: requests.get(server.url + "/v1/health", timeout=30).status_code,
+                                  range(60)))
+        assert codes == [200] * 60
+    finally:
+        for s in idle + half:
+            s.close()
+    # the server dropped them on its read timeout (one line in its log each, no traceback) and serves on
+    time.sleep(READ_TIMEOUT + 1)
+    _healthy(server)
+    _no_tracebacks(server)
