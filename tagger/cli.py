@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -72,21 +73,67 @@ def _ready(ctx: click.Context) -> config_mod.Settings:
 
 
 class _Bar:
-    """done/total, rate and ETA on stderr; a line every few seconds when not a terminal."""
+    """done/total, rate and ETA on stderr; a line every few seconds when not a terminal.
 
-    def __init__(self, enabled: bool):
+    Until a worker takes up the first file (it loads the model first, which takes a while) the bar
+    says so instead of sitting at 0/N, then says how long that took. Lines printed while the bar
+    is drawn (``say``) go above it: the bar's line is cleared first and drawn again under them.
+    """
+
+    def __init__(self, enabled: bool, waiting_for: str = "loading model"):
         self.enabled = enabled
         self.tty = sys.stderr.isatty()
         self.last = 0.0
         self.queued = 0
+        self.waiting_for = waiting_for
+        self.began = time.monotonic()
+        self.workers_at: Optional[float] = None  # when local workers were started
+        self.ready = False
+        self.said_waiting = False
+        self.line = ""  # what the bar shows now on the terminal
+
+    def workers_started(self) -> None:
+        self.workers_at = time.monotonic()
+
+    def _draw(self, line: str) -> None:
+        self.line = line
+        click.echo("\r\x1b[K" + line, err=True, nl=False)
+
+    def say(self, text: str, err: bool = False) -> None:
+        """Print a line (stdout, or stderr with ``err``) above the bar."""
+        drawn = self.enabled and self.tty and self.line
+        if drawn:
+            click.echo("\r\x1b[K", err=True, nl=False)
+        click.echo(text, err=err)
+        if drawn:
+            click.echo(self.line, err=True, nl=False)
 
     def discovered(self, found: int, queued: int) -> None:
         self.queued = queued
         if self.enabled and self.tty:
-            click.echo(f"\rfound {found} files, queued {queued} …", err=True, nl=False)
+            self._draw(f"found {found} files, queued {queued} …")
+
+    def _waiting(self, p) -> bool:
+        """While no worker has taken up a file: say so; True while waiting."""
+        if self.ready:
+            return False
+        now = time.monotonic()
+        if p.done or p.counts.get("running"):  # a worker took up a file: its model is loaded
+            self.ready = True
+            if self.workers_at is not None:
+                self.say(f"model loaded in {now - self.workers_at:.1f} s", err=True)
+            return False
+        total = max(p.total, self.queued)
+        text = f"{self.waiting_for} … {now - (self.workers_at or self.began):.0f} s  (0/{total} files done)"
+        if self.tty:
+            self._draw(text)
+        elif not self.said_waiting:
+            click.echo(f"{self.waiting_for} …", err=True)
+        self.said_waiting = True
+        return True
 
     def __call__(self, p) -> None:
-        if not self.enabled:
+        if not self.enabled or self._waiting(p):
             return
         now = time.monotonic()
         final = p.total and p.done >= p.total
@@ -98,15 +145,103 @@ class _Bar:
         filled = int(width * p.done / total) if total else width
         eta = f"{int(p.eta // 60)}:{int(p.eta % 60):02d}" if p.eta is not None else "--:--"
         line = f"[{'#' * filled}{'.' * (width - filled)}] {p.done}/{total}  {p.rate:.1f} files/s  ETA {eta}"
-        click.echo(("\r" + line) if self.tty else line, err=True, nl=not self.tty)
+        if self.tty:
+            self._draw(line)
+        else:
+            click.echo(line, err=True)
 
     def close(self) -> None:
-        if self.enabled and self.tty:
+        if self.enabled and self.tty and self.line:
             click.echo("", err=True)
+            self.line = ""
 
 
-def _print_summary(summary: dict) -> None:
-    click.echo(f"scan {summary['scan_id']}: {summary['found']} audio files found in {summary['seconds']:.1f} s")
+class _Started:
+    """The scan's local workers, telling the bar when they start (they load the model from then)."""
+
+    def __init__(self, group, on_start):
+        self.group, self.on_start = group, on_start
+
+    def start(self):
+        self.on_start()
+        return self.group.start()
+
+    def stop(self) -> None:
+        self.group.stop()
+
+
+#: at most this many files in a dry run's list of what it would change (all of them: --json)
+DRY_RUN_LINES = 50
+
+_LABELS = {"tagged": "tagged", "kept": "kept", "low_confidence": "low confidence", "dry_run": "dry run",
+           "failed": "failed", "queued": "queued", "running": "running"}
+
+
+def _candidates(top) -> str:
+    from tagger.report.words import candidates
+
+    return candidates(top)
+
+
+def _values(values) -> str:
+    return "; ".join(values or []) or "-"
+
+
+def _diff(change: dict) -> str:
+    """``genre - → jazz, confidence - → 0.912, …``: the fields a change alters, before → after."""
+    before, after = change.get("before") or {}, change.get("after") or {}
+    parts = [f"{k} {_values(before.get(k))} → {_values(after.get(k))}" for k in ("genre", "confidence", "model")
+             if k in after and list(before.get(k) or []) != list(after.get(k) or [])]
+    return ", ".join(parts)
+
+
+def _dry_run_detail(r: dict) -> str:
+    would = r.get("would")
+    if would == "write":
+        diff = _diff(r["change"])
+        return (f"would write {diff}" if diff else
+                f"already holds {_values(r['change']['after'].get('genre'))} ({r['confidence']:.3f})")
+    if would == "keep":
+        return f"would keep the user's genre {_values(r['genres'])} (predicted {r['predicted']} {r['confidence']:.2f})"
+    if would == "low_confidence":
+        return f"would write nothing, not sure enough: {_candidates(r['top'])}"
+    return f"predicted {r['predicted']} {r['confidence']:.2f} (its tags cannot be read now)"
+
+
+def _file_detail(r: dict) -> str:
+    st = r["status"]
+    if st == "tagged":  # the genre as written into the file (named for players; the database keeps the id)
+        written = ((r.get("change") or {}).get("after") or {}).get("genre") or r["genres"]
+        was = _values(r["previous_genre"])
+        return f"{_values(written)} ({r['confidence']:.2f})" + (f", was {was}" if r["previous_genre"]
+                                                                and r["previous_genre"] != written else "")
+    if st == "kept":
+        return f"kept the user's genre {_values(r['genres'])} (predicted {r['predicted']} {r['confidence']:.2f})"
+    if st == "low_confidence":
+        return f"no tag, not sure enough: {_candidates(r['top'])}"
+    if st == "dry_run":
+        return _dry_run_detail(r)
+    if st == "failed":
+        return (r.get("error") or {}).get("reason") or "failed"
+    return st
+
+
+def _file_line(r: dict) -> str:
+    """One file's outcome on one line (``tagger scan -v``): status, file, what it got."""
+    from tagger.report import printable
+
+    return f"{_LABELS.get(r['status'], r['status']):<14} {printable(r['path'])}: {printable(_file_detail(r))}"
+
+
+def _print_summary(summary: dict, verbose: bool = False) -> None:
+    from tagger.report import printable
+
+    seconds = summary["seconds"]
+    took = {"done": f"finished in {seconds:.1f} s", "interrupted": f"interrupted after {seconds:.1f} s"}.get(
+        summary["status"], f"running, {seconds:.1f} s so far")
+    dry = bool((summary.get("options") or {}).get("dry_run"))
+    click.echo(f"scan {summary['scan_id']}{' (dry run)' if dry else ''}: {summary['found']} audio files found; "
+               f"{took}")
     lines = [("tagged", summary["tagged"]), ("unchanged (skipped)", summary["unchanged"]),
              ("low confidence (not written)", summary["low_confidence"]),
              ("kept the user's genre", summary["kept_user_genre"]), ("dry run (predicted only)", summary["dry_run"]),
@@ -115,8 +250,22 @@ def _print_summary(summary: dict) -> None:
         if n or label in ("tagged", "failed"):
             click.echo(f"  {label:<30} {n}")
     if summary["genres"]:
-        click.echo("  genres: " + ", ".join(f"{g} {n}" for g, n in summary["genres"].items()))
-    from tagger.report import printable
+        click.echo("  genres written or kept: "
+                   + ", ".join(f"{printable(g)} {n}" for g, n in summary["genres"].items()))
+    dry_rows = [r for r in summary.get("files") or [] if r["status"] == "dry_run"]
+    if dry_rows:
+        would = {k: sum(r.get("would") == k for r in dry_rows) for k in ("write", "keep", "low_confidence")}
+        click.echo(f"  a real scan would write {would['write']}, keep the user's genre on {would['keep']}, "
+                   f"leave {would['low_confidence']} untagged (low confidence)")
+        if summary.get("would_genres"):
+            click.echo("  genres it would write or keep: "
+                       + ", ".join(f"{printable(g)} {n}" for g, n in summary["would_genres"].items()))
+        if not verbose:  # with -v each file's line said it as it finished
+            click.echo("  what it would do:")
+            for r in dry_rows[:DRY_RUN_LINES]:
+                click.echo(f"    {printable(r['path'])}: {printable(_dry_run_detail(r))}")
+            if len(dry_rows) > DRY_RUN_LINES:
+                click.echo(f"    … and {len(dry_rows) - DRY_RUN_LINES} more; see --json")
 
     for f in summary["failures"]:
         click.echo(f"  failed: {printable(f['path'])}: {printable(f['reason'])}")
@@ -140,16 +289,21 @@ def _print_summary(summary: dict) -> None:
 @click.option("--window-step", type=click.IntRange(0, 64),
               help="Windows heard at a time after the first ones (default 2; 0: all the others at once).")
 @click.option("--wait/--no-wait", default=None, help="With Redis: follow the scan until done (default: return after queueing).")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary as JSON, with every file's outcome (\"files\").")
+@click.option("--verbose", "-v", "verbose", is_flag=True,
+              help="A line per file as it finishes: status, genre written or kept, confidence, the candidates "
+                   "when unsure (with --json: on stderr). Not the same as `tagger -v`, which is log output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, windows, first_windows, window_step,
-         wait, as_json, quiet):
+         wait, as_json, verbose, quiet):
     """Find audio files under PATHS, predict their genres and write them into their tags.
 
     Files unchanged since their last analysis are skipped. With no broker
     configured, jobs run in local worker processes; with a Redis broker they
-    go to `tagger worker` processes anywhere.
+    go to `tagger worker` processes anywhere. A dry run lists what it would
+    change in each file.
     """
     from tagger import queue, scan as scan_mod
     from tagger.db import schema as s
@@ -174,10 +328,24 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
     options = ScanOptions.from_settings(settings, dry_run=dry_run, force=force)
     follow = settings.is_embedded or bool(wait)
     scan_id = scan_mod.create(settings, list(paths), options, follows=follow)
-    bar = _Bar(enabled=not quiet and not as_json)
+    bar = _Bar(enabled=not quiet and not as_json,
+               waiting_for="loading model" if settings.is_embedded else "waiting for a worker")
     # with the embedded default this scan runs its own workers, started with its first job
-    workers = ProcessGroup(settings, settings.worker_count) if settings.is_embedded else None
+    workers = (_Started(ProcessGroup(settings, settings.worker_count), bar.workers_started)
+               if settings.is_embedded else None)
     terminated = False
+    cursor, shown = scan_mod.Cursor(), 0
+
+    def show_finished() -> None:
+        nonlocal shown
+        for row in scan_mod.finished_since(settings, scan_id, cursor):
+            bar.say(_file_line(row), err=as_json)
+            shown += 1
+
+    def on_progress(p) -> None:
+        bar(p)  # first: the lines go above the bar as it is now
+        if verbose and p.done > shown:
+            show_finished()
 
     def _terminate(signum, _frame):
         # SIGTERM (kill, systemd, a container stopping) ends the scan as Ctrl-C does:
@@ -189,7 +357,9 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         status = scan_mod.run(settings, scan_id, scan_mod.default_roots(paths), options, workers=workers,
-                              follow=follow, on_discovered=bar.discovered, on_progress=bar)
+                              follow=follow, on_discovered=bar.discovered, on_progress=on_progress)
+        if verbose and status == s.ScanStatus.DONE:
+            show_finished()  # the last ones, and any the workers' end recorded after the last poll
     except KeyboardInterrupt:
         status = s.ScanStatus.INTERRUPTED  # recorded by scan.run
     except Exception as exc:
@@ -200,11 +370,11 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
-    summary = scan_mod.summary(settings, scan_id)
+    summary = scan_mod.summary(settings, scan_id, files=as_json or dry_run)
     if as_json:
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
-        _print_summary(summary)
+        _print_summary(summary, verbose=verbose)
         if status == s.ScanStatus.RUNNING:
             click.echo(f"queued {summary['queued']} jobs; follow with `tagger status --scan {scan_id}`")
     if status == s.ScanStatus.INTERRUPTED:
@@ -265,6 +435,9 @@ def worker(ctx, processes, threads, queues, model_threads, parent):
               "failed files the genre tagger last wrote.")
 @click.option("--low-confidence", "only_low", is_flag=True, help="List only the low-confidence files (with --failed: both).")
 @click.option("--failed", "only_failed", is_flag=True, help="List only the failed files (with --low-confidence: both).")
+@click.option("--files", "with_files", is_flag=True,
+              help="Also list every file: the genre written or kept, its confidence, the candidates when low, "
+                   "a failure's reason (each file's latest analysis in the scans shown).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table", show_default=True,
               help="table: aligned text (coloured on a terminal); html: one self-contained page with charts.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path),
@@ -272,13 +445,14 @@ def worker(ctx, processes, threads, queues, model_threads, parent):
 @click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True,
               help="At most this many scans and rows per file list; the report says when it cut a list.")
 @click.pass_context
-def report(ctx, scan_id, since, genre, only_low, only_failed, fmt, output, limit):
+def report(ctx, scan_id, since, genre, only_low, only_failed, with_files, fmt, output, limit):
     """Summary of the latest scan, scan history, genre and confidence distributions, low-confidence
-    and failed files, tag changes.
+    and failed files, tag changes; with --files, every file's outcome.
 
     \b
     tagger report --format html -o report.html
     tagger report --since 2024-05-01 --failed --format csv
+    tagger report --scan 3 --files
     """
     from tagger import report as report_mod, scan as scan_mod
 
@@ -288,7 +462,8 @@ def report(ctx, scan_id, since, genre, only_low, only_failed, fmt, output, limit
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
     lists = tuple(name for name, on in (("low_confidence", only_low), ("failed", only_failed)) if on)
-    filters = report_mod.Filters(scan_id=scan_id, since=since_dt, genre=genre, lists=lists or report_mod.LISTS)
+    lists = (lists or report_mod.LISTS) + (("files",) if with_files else ())
+    filters = report_mod.Filters(scan_id=scan_id, since=since_dt, genre=genre, lists=lists)
     try:
         scan_mod.prepare_database(settings)
     except TaggerError as exc:
@@ -420,11 +595,20 @@ def history(ctx, path, as_json):
         return
     if not events:
         raise click.ClickException(f"no history for {path}")
+    from tagger.report import printable
+
     for e in events:
         if e["event"] == "analysis":
-            what = (f"{e['genre']} ({e['confidence']:.2f}, {e['model']}, {e['decided_by']})" if e["genre"]
-                    else f"failed: {e['error']}")
-            click.echo(f"{e['at']}  scan {e['scan_id']}  analysis {e['status']:<14} {what}")
+            how = f"{e['confidence']:.2f}, {e['model']}, {e['decided_by']}" if e["genre"] else ""
+            if e["kept_genre"] is not None:  # what the file holds is the user's genre, not the prediction
+                what = f"the user's genre {_values(e['kept_genre'])} (predicted {e['genre']} {how})"
+            elif e["status"] == "low_confidence":
+                what = f"no tag, not sure enough: {_candidates((e['top'] or [])[:3])} ({e['model']})"
+            elif e["genre"]:
+                what = f"{e['genre']} ({how})"
+            else:
+                what = f"failed: {e['error']}" if e["error"] else e["status"]
+            click.echo(f"{e['at']}  scan {e['scan_id']}  analysis {e['status']:<14} {printable(what)}")
         else:
             click.echo(f"{e['at']}  scan {e['scan_id']}  {e['event']:<8} #{e['change_id']} ({e['state']}) genre "
                        f"{'; '.join(e['genre_before']) or '-'} -> {'; '.join(e['genre_after']) or '-'}")

@@ -370,8 +370,158 @@ def run(settings: Settings, scan_id: int, roots: list[str], options: ScanOptions
     return s.ScanStatus.DONE
 
 
-def summary(settings: Settings, scan_id: int) -> dict:
-    """What a scan did, as plain data (the CLI prints it, ``--json`` dumps it)."""
+# ---------------------------------------------------------------- what each file got
+
+def _outcome_columns() -> tuple:
+    # a file's row in ``outcomes``, ``finished_since`` and ``summary(files=True)``
+    return (s.Analysis.id, s.Analysis.status, s.File.path, s.File.raw_path, s.File.format, s.Analysis.error_kind,
+            s.Analysis.error, s.Prediction.genre, s.Prediction.genres, s.Prediction.confidence, s.Prediction.top,
+            s.Prediction.model, s.Prediction.model_version, s.Prediction.previous_genre, s.TagChange.before,
+            s.TagChange.after, s.TagChange.state)
+
+
+def _outcome_rows(db, *where) -> list[dict]:
+    q = (select(*_outcome_columns()).select_from(s.Analysis).join(s.File, s.Analysis.file_id == s.File.id)
+         .outerjoin(s.Prediction, s.Prediction.analysis_id == s.Analysis.id)
+         .outerjoin(s.TagChange, (s.TagChange.analysis_id == s.Analysis.id)
+                    & (s.TagChange.action == s.ChangeAction.WRITE))
+         .where(*where))
+    rows = []
+    for (aid, status, path, raw, fmt, ekind, error, genre, genres, conf, top, model, version, previous,
+         before, after, cstate) in db.execute(q):
+        previous = list(previous or [])
+        # the genre the file holds by this analysis: written (tagged), or the user's, kept
+        held = list(genres or [genre]) if status == s.TAGGED else previous if status == s.KEPT else []
+        rows.append({
+            "id": aid, "path": path, "status": status,
+            "genre": genre if status == s.TAGGED else (held[0] if held else None), "genres": held,
+            "predicted": genre, "confidence": None if conf is None else round(float(conf), 4),
+            "top": [[t[0], round(float(t[1]), 4)] for t in (top or [])[:3]],
+            "model": f"{model} {version}" if model else None, "previous_genre": previous,
+            "change": ({"before": dict(before or {}), "after": dict(after or {}), "state": cstate}
+                       if after is not None else None),
+            "error": {"kind": ekind, "reason": error} if status == s.FAILED else None,
+            "_raw": raw, "_format": fmt, "_predicted_genres": list(genres or []), "_confidence": conf,
+            "_model": model, "_version": version,
+        })
+    return rows
+
+
+def _would(row: dict, options: ScanOptions) -> None:
+    """For a dry run's file: what a real scan would have done with it (``would``: write, keep,
+    low_confidence, or None when its tags cannot be read now) and the change it would have
+    written (``change``: before, after), from the file's tags as they are now (a dry run wrote
+    nothing) and the scan's options, decided as ``pipeline`` decides and named as it writes."""
+    from tagger import pipeline, record, tags
+    from tagger.errors import TaggerError
+    from tagger.models.base import Prediction
+
+    try:
+        current = tags.read(os.fsdecode(row["_raw"]), row["_format"])
+    except (TaggerError, OSError):
+        current = None
+    wanted = None
+    if row["predicted"] is not None:
+        wanted = pipeline.fields_for(Prediction(
+            genre=row["predicted"], confidence=float(row["_confidence"]), top=[], model=row["_model"],
+            version=row["_version"], decided_by="", genres=row["_predicted_genres"]), options)
+    if row["confidence"] is not None and row["_confidence"] < options.min_confidence:
+        row["would"] = "low_confidence"
+    elif current is None:
+        row["would"] = None
+    elif record.is_users_genre(current) and not options.overwrite:
+        row["would"] = "keep"
+        row["genre"], row["genres"] = current["genre"][0], list(current["genre"])
+    elif wanted is None:  # its genre is off the user's list (genres_only): a scan writes nothing
+        row["would"] = "low_confidence"
+    else:
+        row["would"] = "write"
+        row["genre"], row["genres"] = row["predicted"], list(row["_predicted_genres"] or [row["predicted"]])
+        row["change"] = {"before": {k: list(current.get(k, [])) for k in tags.FIELDS}, "after": wanted,
+                         "state": None}
+
+
+def _public(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+def outcomes(settings: Settings, scan_id: int) -> list[dict]:
+    """Every file of a scan with what it got, by path: ``status``; ``genre``/``genres`` (written,
+    or the user's kept; for a dry run what it would write or keep); ``predicted``, ``confidence``,
+    ``top`` (3 candidates), ``model``; ``previous_genre``; ``change`` (the tag diff: ``before``,
+    ``after`` of genre, confidence and model; for a dry run the one it would write); ``would``
+    (dry runs only); ``error`` (failures: kind, reason).
+
+    A dry run's rows read each file's tags now, to say what a real scan would write."""
+    with session_scope(settings.database_url) as db:
+        options = ScanOptions.from_record(db.get(s.Scan, scan_id).options)
+        rows = _outcome_rows(db, s.Analysis.scan_id == scan_id)
+    rows.sort(key=lambda r: (r["path"], r["id"]))
+    for r in rows:
+        if r["status"] == s.DRY_RUN:
+            _would(r, options)
+    return [_public(r) for r in rows]
+
+
+class Cursor:
+    """Where ``finished_since`` has got to in a scan: every analysis id up to ``upto`` has been
+    handed out, and those above it in ``seen``. Analyses finish out of id order (several workers,
+    retries), so "ids above the last one seen" alone would skip one finishing after a later one."""
+
+    def __init__(self) -> None:
+        self.upto = 0
+        self.seen: set[int] = set()
+
+
+def finished_since(settings: Settings, scan_id: int, cursor: Cursor) -> list[dict]:
+    """The scan's analyses finished since the last call with this ``cursor``, by id: rows as
+    ``outcomes`` gives them (``tagger scan -v`` prints one line each as files finish)."""
+    from sqlalchemy import case
+
+    with session_scope(settings.database_url) as db:
+        options = ScanOptions.from_record(db.get(s.Scan, scan_id).options)
+        # what is still open is asked first: an analysis finishing between the two queries is then
+        # either handed out now or still above the new ``upto``
+        first_open, last = db.execute(
+            select(func.min(case((s.Analysis.status.in_([s.QUEUED, s.RUNNING]), s.Analysis.id))),
+                   func.max(s.Analysis.id)).where(s.Analysis.scan_id == scan_id, s.Analysis.id > cursor.upto)).one()
+        ids = [i for i in db.scalars(select(s.Analysis.id).where(
+            s.Analysis.scan_id == scan_id, s.Analysis.id > cursor.upto, s.Analysis.status.in_(s.FINISHED))
+            .order_by(s.Analysis.id)) if i not in cursor.seen]
+        rows = _outcome_rows(db, s.Analysis.id.in_(ids)) if ids else []
+    cursor.seen.update(ids)
+    if first_open is not None:
+        cursor.upto = first_open - 1
+    elif last is not None:
+        cursor.upto = last
+    cursor.seen = {i for i in cursor.seen if i > cursor.upto}
+    rows.sort(key=lambda r: r["id"])
+    for r in rows:
+        if r["status"] == s.DRY_RUN:
+            _would(r, options)
+    return [_public(r) for r in rows]
+
+
+def _genre_counts(db, scan_id: int) -> dict[str, int]:
+    """Genres written plus genres kept (the user's, as kept): what the files hold by this scan,
+    counted as ``tagger report`` counts the library (a prediction that wrote nothing is not a genre)."""
+    counts: dict[str, int] = dict(db.execute(
+        select(s.Prediction.genre, func.count()).join(s.Analysis, s.Prediction.analysis_id == s.Analysis.id)
+        .where(s.Analysis.scan_id == scan_id, s.Analysis.status == s.TAGGED).group_by(s.Prediction.genre)).all())
+    for previous in db.scalars(
+            select(s.Prediction.previous_genre).join(s.Analysis, s.Prediction.analysis_id == s.Analysis.id)
+            .where(s.Analysis.scan_id == scan_id, s.Analysis.status == s.KEPT)):
+        if previous:
+            counts[previous[0]] = counts.get(previous[0], 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def summary(settings: Settings, scan_id: int, files: bool = False) -> dict:
+    """What a scan did, as plain data (the CLI prints it, ``--json`` dumps it).
+
+    ``genres``: genres written plus the users' genres kept. ``files``: also every file's row
+    (``outcomes``); a dry run's then come with ``would_genres`` (what it would write or keep).
+    """
     with session_scope(settings.database_url) as db:
         scan = db.get(s.Scan, scan_id)
         counts = dict(db.execute(select(s.Analysis.status, func.count()).where(s.Analysis.scan_id == scan_id)
@@ -382,16 +532,14 @@ def summary(settings: Settings, scan_id: int) -> dict:
         ).all()
         problems = db.execute(select(s.Error.path, s.Error.message).where(
             s.Error.scan_id == scan_id, s.Error.analysis_id.is_(None))).all()
-        genres = dict(db.execute(
-            select(s.Prediction.genre, func.count()).join(s.Analysis, s.Prediction.analysis_id == s.Analysis.id)
-            .where(s.Analysis.scan_id == scan_id).group_by(s.Prediction.genre)).all())
+        genres = _genre_counts(db, scan_id)
         end = scan.finished_at or s.utcnow()
         start = scan.started_at
         if start.tzinfo is None:  # SQLite returns naive datetimes
             end = end.replace(tzinfo=None)
         seconds = max((end - start).total_seconds(), 0.0)
         analysed = sum(counts.values())
-        return {
+        doc = {
             "scan_id": scan.id,
             "status": scan.status,
             "roots": scan.roots,
@@ -409,10 +557,19 @@ def summary(settings: Settings, scan_id: int) -> dict:
             "failed": counts.get(s.FAILED, 0),
             "pending": counts.get(s.QUEUED, 0) + counts.get(s.RUNNING, 0),
             "files_per_second": round(analysed / seconds, 2) if seconds else None,
-            "genres": dict(sorted(genres.items(), key=lambda kv: -kv[1])),
+            "genres": genres,
             "failures": [{"path": p, "kind": k, "reason": r} for p, k, r in failed],
             "problems": [{"path": p, "reason": r} for p, r in problems],
         }
+    if files:
+        doc["files"] = outcomes(settings, scan_id)
+        if doc["dry_run"]:
+            would: dict[str, int] = {}
+            for r in doc["files"]:
+                if r.get("would") in ("write", "keep") and r["genre"]:
+                    would[r["genre"]] = would.get(r["genre"], 0) + 1
+            doc["would_genres"] = dict(sorted(would.items(), key=lambda kv: (-kv[1], kv[0])))
+    return doc
 
 
 def default_roots(paths: Iterable[str]) -> list[str]:

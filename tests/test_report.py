@@ -158,6 +158,78 @@ def test_filters_narrow_every_part(report_library):
     assert missing.returncode == 1 and "no scan 999" in missing.stderr
 
 
+def test_files_list_in_every_format(report_library, tmp_path):
+    lib = report_library
+    plain = _json(lib)
+    assert plain["files"] == [] and "files" not in plain["totals"]  # only when asked for
+
+    doc = _json(lib, "--files")
+    assert doc["low_confidence"] and doc["failed"] and doc["changes"]  # an addition to the default lists
+    rows = {r["path"]: r for r in doc["files"]}
+    assert [r["path"] for r in doc["files"]] == sorted(rows) and doc["totals"]["files"] == 9
+    assert sorted(rows) == sorted(lib.tagged + lib.low + lib.failed)
+    written = {c["path"]: c["after"] for c in doc["changes"]}
+    for path in lib.tagged:  # each file's latest finished analysis: scan 1's (scan 3 skipped them)
+        r = rows[path]
+        assert (r["status"], r["scan_id"]) == ("tagged", lib.scan_ids[0]) and r["confidence"] is not None
+        # the report keeps the taxonomy's id; the file got its name (Blues)
+        assert r["genre"] == r["predicted"] and r["genres"] == [r["predicted"]]
+        assert written[path] == [r["genre"].capitalize()]
+    low = {r["path"]: r for r in doc["low_confidence"]}
+    for path in lib.low:
+        r = rows[path]
+        assert r["status"] == "low_confidence" and r["genre"] is None and r["genres"] == []
+        assert (r["predicted"], r["confidence"], r["top"]) == (low[path]["genre"], low[path]["confidence"],
+                                                               low[path]["top"])
+    failed = {r["path"]: r for r in doc["failed"]}
+    for path in lib.failed:
+        assert rows[path]["status"] == "failed" and rows[path]["error"]["reason"] == failed[path]["reason"]
+
+    # the table: one line per file, the candidates on the low-confidence ones
+    text = run_cli(lib.settings, "report", "--files").stdout
+    section = text[text.index("Files (genre written or kept)"):]
+    for path, r in rows.items():
+        line = next(ln for ln in section.splitlines() if report.printable(path) in ln)
+        if r["status"] == "low_confidence":
+            assert "low confidence" in line and ", ".join(f"{g} {p:.2f}" for g, p in r["top"]) in line
+        elif r["status"] == "tagged":
+            assert f"{r['genre']}  " in line and f"{r['confidence']:.2f}" in line
+        else:
+            assert r["error"]["reason"] in line
+
+    # cut at --limit like the other lists, and it says so
+    cut = _json(lib, "--files", "--limit", "3")
+    assert len(cut["files"]) == 3 and cut["totals"]["files"] == 9 and "files" in cut["truncated"]
+    assert "Files (genre written or kept): showing 3 of 9 (raise --limit for more)" in \
+        run_cli(lib.settings, "report", "--files", "--limit", "3").stdout
+    # with --failed: the failed list and the files, narrowed by --genre too
+    only = _json(lib, "--files", "--failed")
+    assert only["low_confidence"] == [] and only["changes"] == [] and len(only["files"]) == 9
+    g = rows[lib.low[0]]["predicted"]
+    by_genre = _json(lib, "--files", "--genre", g.upper())
+    assert by_genre["files"] and {r["predicted"] for r in by_genre["files"]} == {g}
+
+    # CSV: one "file" row each
+    rows_csv = [r for r in csv.DictReader(io.StringIO(run_cli(lib.settings, "report", "--files", "--format",
+                                                              "csv").stdout)) if r["section"] == "file"]
+    assert [(r["path"], r["value"], r["genre"]) for r in rows_csv] == \
+        [(r["path"], r["status"], ";".join(r["genres"])) for r in doc["files"]]
+    assert [json.loads(r["detail"])["top"] for r in rows_csv] == [r["top"] for r in doc["files"]]
+
+    # HTML: a table of its own, each path escaped as in the other tables
+    page = tmp_path / "files.html"
+    assert run_cli(lib.settings, "report", "--files", "--format", "html", "-o", str(page)).returncode == 0
+    parsed = _Page()
+    parsed.feed(page.read_text(encoding="utf-8"))
+    html_rows = parsed.rows("t-files")
+    assert [r[0] for r in html_rows] == [report.printable(r["path"]) for r in doc["files"]]
+    for hr, r in zip(html_rows, doc["files"]):
+        assert hr[1] == {"tagged": "tagged", "low_confidence": "low confidence", "failed": "failed"}[r["status"]]
+        if r["status"] == "low_confidence":
+            assert hr[4] == " ".join(f"{g} {p:.2f}" for g, p in r["top"])
+    assert '<b>&amp;' not in page.read_text(encoding="utf-8")
+
+
 def test_since_reads_dates_and_datetimes():
     assert report.parse_since("2024-05-01T18:30:00+02:00") == datetime(2024, 5, 1, 16, 30, tzinfo=timezone.utc)
     assert report.parse_since("2024-05-01T18:30Z") == datetime(2024, 5, 1, 18, 30, tzinfo=timezone.utc)

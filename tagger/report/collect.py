@@ -25,8 +25,10 @@ from tagger.db.engine import session_scope
 LIMIT = 200
 #: the confidence histogram's bins: [0, 0.1), [0.1, 0.2), … [0.9, 1.0]
 BINS = 10
-#: the lists a report can be narrowed to (``--low-confidence``, ``--failed``)
+#: the lists a report can be narrowed to (``--low-confidence``, ``--failed``); the default
 LISTS = ("low_confidence", "failed", "changes")
+#: every list a report can hold: the default ones and, when asked for (``--files``), one row per file
+ALL_LISTS = LISTS + ("files",)
 #: per-scan counts, in the order the table, CSV and chart show them
 SCAN_COUNTS = ("found", "unchanged", "queued", "tagged", "low_confidence", "kept_user_genre",
                "dry_run_predictions", "failed", "pending")
@@ -92,8 +94,13 @@ def collect(settings: Settings, scan_id: Optional[int] = None, limit: int = LIMI
     dict of plain JSON-able data: ``report`` (when, filters, limit, the latest scan's
     min_confidence, what the genres count), ``summary`` (``latest_scan``, ``library`` counts),
     ``scans`` (oldest first, per-scan outcome counts), ``genres``, ``confidence`` (ten bins),
-    ``low_confidence``, ``failed``, ``changes`` (rows), ``totals`` (full list lengths) and
-    ``truncated`` (the lists cut at ``limit``).
+    ``low_confidence``, ``failed``, ``changes``, ``files`` (rows; ``files`` only when
+    ``filters.lists`` names it), ``totals`` (full list lengths) and ``truncated`` (the lists cut
+    at ``limit``).
+
+    The genres, unscoped, are what the library's files hold by tagger: the genre tagger wrote,
+    or the user's genre a scan kept (its first value), for each file; narrowed to scans, the
+    latest prediction of each file in them.
     """
     f = filters or Filters(scan_id=scan_id)
     genre = f.genre.lower() if f.genre else None
@@ -140,16 +147,17 @@ def collect(settings: Settings, scan_id: Optional[int] = None, limit: int = LIMI
                     .join(latest, latest.c.aid == s.Analysis.id)
                     .join(s.Prediction, s.Prediction.analysis_id == s.Analysis.id).where(*pred_genre))
 
-        # ---- genre distribution: the library's tags now, or the predictions of the scans in scope
+        # ---- genre distribution: what the library's files hold by tagger (written or kept), or the
+        # predictions of the scans in scope
+        library_genres = _library_genres(db)
         if scoped:
             basis = "predictions"
-            gq = latest_predictions(s.Prediction.genre, func.count()).group_by(s.Prediction.genre)
+            counted = db.execute(latest_predictions(s.Prediction.genre, func.count())
+                                 .group_by(s.Prediction.genre)).all()
         else:
             basis = "library"
-            gq = (select(s.File.genre, func.count()).where(s.File.genre.is_not(None),
-                                                           *([func.lower(s.File.genre) == genre] if genre else []))
-                  .group_by(s.File.genre))
-        counted = sorted(db.execute(gq).all(), key=lambda r: (-r[1], r[0]))
+            counted = [(g, n) for g, n in library_genres.items() if not genre or g.lower() == genre]
+        counted = sorted(counted, key=lambda r: (-r[1], r[0]))
         total_genre = sum(n for _, n in counted) or 1
         genres = [{"genre": g, "files": n, "share": round(n / total_genre, 4)} for g, n in counted]
 
@@ -167,7 +175,7 @@ def collect(settings: Settings, scan_id: Optional[int] = None, limit: int = LIMI
 
         # ---- file lists, each with its full count (the rows stop at ``limit``)
         totals: dict[str, int] = {}
-        lists: dict[str, list] = {name: [] for name in LISTS}
+        lists: dict[str, list] = {name: [] for name in ALL_LISTS}
         if "low_confidence" in f.lists:
             q = (latest_predictions(s.Analysis.scan_id, s.File.path, s.Prediction.genre, s.Prediction.confidence,
                                     s.Prediction.top, s.Prediction.model, s.Analysis.finished_at)
@@ -206,10 +214,23 @@ def collect(settings: Settings, scan_id: Optional[int] = None, limit: int = LIMI
                  "after": (af or {}).get("genre", []), "state": st, "at": _iso(at)}
                 for sc, p, a, b, af, st, at, _id in db.execute(q.order_by(s.TagChange.id.desc()).limit(limit))]
 
+        if "files" in f.lists:
+            # each file's latest finished analysis: what it got (written, kept, not sure, failed)
+            q = (select(s.Analysis.scan_id, s.File.path, s.Analysis.status, s.Prediction.genre, s.Prediction.genres,
+                        s.Prediction.confidence, s.Prediction.top, s.Prediction.previous_genre, s.Prediction.model,
+                        s.Prediction.model_version, s.Analysis.error_kind, s.Analysis.error, s.Analysis.finished_at)
+                 .select_from(s.Analysis).join(latest, latest.c.aid == s.Analysis.id)
+                 .join(s.File, s.Analysis.file_id == s.File.id)
+                 .outerjoin(s.Prediction, s.Prediction.analysis_id == s.Analysis.id)
+                 .where(*([or_(func.lower(s.Prediction.genre) == genre,
+                               and_(s.Prediction.id.is_(None), func.lower(s.File.genre) == genre))] if genre else [])))
+            totals["files"] = db.scalar(select(func.count()).select_from(q.subquery()))
+            lists["files"] = [_file_row(*row) for row in db.execute(q.order_by(s.File.path).limit(limit))]
+
         library = {
             "files": db.scalar(select(func.count()).select_from(s.File)),
             "tagged_files": db.scalar(select(func.count()).select_from(s.File).where(s.File.genre.is_not(None))),
-            "genres": db.scalar(select(func.count(func.distinct(s.File.genre))).where(s.File.genre.is_not(None))),
+            "genres": len(library_genres),
         }
         min_conf = (scan_rows[-1].options or {}).get("min_confidence") if scan_rows else None
 
@@ -225,6 +246,36 @@ def collect(settings: Settings, scan_id: Optional[int] = None, limit: int = LIMI
         **lists,
         "totals": totals,
         "truncated": truncated,
+    }
+
+
+def _library_genres(db) -> dict[str, int]:
+    """The genres the library's files hold by tagger: each file's genre tagger wrote, or, where the
+    file's latest analysis kept the user's own genre, that genre (its first value)."""
+    latest = (select(func.max(s.Analysis.id).label("aid")).where(s.Analysis.status.in_(s.FINISHED))
+              .group_by(s.Analysis.file_id)).subquery()
+    kept = select(s.Analysis.id).join(latest, latest.c.aid == s.Analysis.id).where(s.Analysis.status == s.KEPT)
+    counts: dict[str, int] = dict(db.execute(
+        select(s.File.genre, func.count())
+        .where(s.File.genre.is_not(None), s.File.id.not_in(select(s.Analysis.file_id).where(s.Analysis.id.in_(kept))))
+        .group_by(s.File.genre)).all())
+    for previous in db.scalars(select(s.Prediction.previous_genre).where(s.Prediction.analysis_id.in_(kept))):
+        if previous:
+            counts[previous[0]] = counts.get(previous[0], 0) + 1
+    return counts
+
+
+def _file_row(scan_id, path, status, genre, genres, conf, top, previous, model, version, error_kind, error,
+              at) -> dict[str, Any]:
+    previous = list(previous or [])
+    held = list(genres or [genre]) if status == s.TAGGED else previous if status == s.KEPT else []
+    return {
+        "scan_id": scan_id, "path": path, "status": status,
+        # the genre the file holds by tagger: written (tagged), or the user's, kept; none otherwise
+        "genre": genre if status == s.TAGGED else (held[0] if held else None), "genres": held,
+        "predicted": genre, "confidence": _r(conf), "top": [[t[0], _r(t[1])] for t in (top or [])[:3]],
+        "previous_genre": previous, "model": f"{model} {version}" if model else None,
+        "error": {"kind": error_kind, "reason": error} if status == s.FAILED else None, "at": _iso(at),
     }
 
 

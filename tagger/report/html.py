@@ -11,8 +11,8 @@ import html
 from typing import Any, Iterable, Optional
 
 from tagger import __version__
-from tagger.report.collect import LISTS
-from tagger.report.words import SECTION_TITLES, duration as _duration, printable, truncation_notes
+from tagger.report.collect import ALL_LISTS, LISTS
+from tagger.report.words import OUTCOME_WORDS, SECTION_TITLES, duration as _duration, printable, truncation_notes
 
 #: outcome of each analysed or skipped file in a scan: (document key, label, CSS class)
 OUTCOMES = (("tagged", "tagged", "tagged"), ("unchanged", "unchanged", "unchanged"),
@@ -249,6 +249,33 @@ def changes_table(doc: dict[str, Any], note: Optional[str]) -> str:
                   "No tags changed.", note, doc["totals"].get("changes", 0))
 
 
+#: a file's outcome → the CSS class its badge takes
+_OUTCOME_CLASS = {"tagged": "tagged", "kept": "kept", "low_confidence": "low", "dry_run": "dry", "failed": "failed"}
+
+
+def files_table(doc: dict[str, Any], note: Optional[str]) -> str:
+    rows = []
+    for r in doc["files"]:
+        if r["status"] == "low_confidence":
+            extra = " ".join(f'<span class="chip">{_e(g)} <b>{p:.2f}</b></span>' for g, p in r["top"])
+        elif r["status"] == "failed":
+            extra = _e((r["error"] or {}).get("reason") or "")
+        elif r["status"] in ("kept", "dry_run") and r["predicted"]:
+            extra = f'<span class="muted">predicted</span> {_e(r["predicted"])}'
+        else:
+            extra = ""
+        rows.append("<tr>" + _path_td(r["path"])
+                    + f'<td><span class="badge o-{_OUTCOME_CLASS.get(r["status"], "pending")}">'
+                    + f'{_e(OUTCOME_WORDS.get(r["status"], r["status"]))}</span></td>'
+                    + f"<td>{_genres(r['genres'])}</td>"
+                    + f'<td data-v="{r["confidence"] if r["confidence"] is not None else -1}">'
+                    + f'{_meter(r["confidence"], r["status"] == "low_confidence")}</td>'
+                    + f'<td class="reason">{extra}</td>' + _td(f"#{r['scan_id']}", r["scan_id"]) + "</tr>")
+    return _table("t-files", [("file", "text"), ("outcome", "text"), ("genre", "text"), ("confidence", "num"),
+                              ("candidates (low) / reason", "text"), ("scan", "num")], rows,
+                  "No files analysed.", note, doc["totals"].get("files", 0))
+
+
 # ---------------------------------------------------------------- the page
 
 
@@ -282,8 +309,9 @@ def _filters(doc: dict[str, Any]) -> str:
     f = doc["report"]["filters"]
     chips = [f"{k} {v}" for k, v in (("scan", f["scan_id"]), ("since", f["since"]), ("genre", f["genre"]))
              if v is not None]
-    if f["lists"] != list(LISTS):
-        chips.append("only " + " + ".join(SECTION_TITLES[x].split(" (")[0].lower() for x in f["lists"]))
+    narrowed = [x for x in f["lists"] if x in LISTS]  # the files list is an addition, not a narrowing
+    if narrowed != list(LISTS):
+        chips.append("only " + " + ".join(SECTION_TITLES[x].split(" (")[0].lower() for x in narrowed or f["lists"]))
     return "".join(f'<span class="chip filter">{_e(c)}</span>' for c in chips)
 
 
@@ -291,8 +319,8 @@ def render(doc: dict[str, Any]) -> str:
     """The whole page as one string."""
     notes = truncation_notes(doc)
     lists = doc["report"]["filters"]["lists"]
-    basis = ("each file's genre tag written by tagger" if doc["report"]["genres_basis"] == "library"
-             else "each file's latest prediction in the scans shown")
+    basis = ("each file's genre: written by tagger, or the user's, kept" if doc["report"]["genres_basis"] == "library"
+             else "each file's latest prediction in the scans shown, written or not")
     conf = doc["confidence"]
     sections = [
         f'<section id="summary"><h2>Summary</h2>{summary(doc)}</section>',
@@ -307,14 +335,14 @@ def render(doc: dict[str, Any]) -> str:
         + ((history_chart(doc["scans"]) + _legend()) if doc["scans"] else "")
         + scans_table(doc, notes.get("scans")) + "</section>",
     ]
-    builders = {"low_confidence": low_table, "failed": failed_table, "changes": changes_table}
-    for name in LISTS:
+    builders = {"low_confidence": low_table, "failed": failed_table, "changes": changes_table, "files": files_table}
+    for name in ALL_LISTS:
         if name in lists:
             total = doc["totals"].get(name, 0)
             sections.append(f'<section id="{name.replace("_", "-")}"><h2>{_e(SECTION_TITLES[name])} '
                             f'<small>{total}</small></h2>{builders[name](doc, notes.get(name))}</section>')
     nav = "".join(f'<a href="#{name.replace("_", "-")}">{_e(SECTION_TITLES[name].split(" (")[0])}</a>'
-                  for name in LISTS if name in lists)
+                  for name in ALL_LISTS if name in lists)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -404,6 +432,9 @@ font-size:.84rem;white-space:nowrap}.chip b{font-weight:600;font-variant-numeric
 .badge.st-failed,.badge.st-interrupted{background:var(--failed);color:#fff}.badge.st-done{background:var(--tagged);
 color:#fff}.badge.st-running,.badge.st-pending{background:var(--low);color:#000}.badge.st-dry{background:var(--dry);
 color:#fff}
+.badge.o-tagged{background:var(--tagged);color:#fff}.badge.o-kept{background:var(--kept);color:#fff}
+.badge.o-low{background:var(--low);color:#000}.badge.o-dry{background:var(--dry);color:#fff}
+.badge.o-failed{background:var(--failed);color:#fff}
 .meter{display:inline-block;width:60px;height:6px;border-radius:3px;background:var(--chip);margin-right:8px;
 vertical-align:middle;overflow:hidden}.meter span{display:block;height:100%;background:var(--accent)}
 .meter.low span{background:var(--low)}.num{font-variant-numeric:tabular-nums}

@@ -19,7 +19,9 @@ def render_csv(doc: dict[str, Any]) -> str:
     """One CSV, one row per fact: ``section`` says which part of the report a row belongs to.
 
     ``scan`` rows carry the scan's counts as JSON in ``detail``; ``confidence`` rows a bin
-    (``detail`` is ``from-to``); ``total`` rows the full length of a list (``path`` names it).
+    (``detail`` is ``from-to``); ``file`` rows (``--files``) the genre written or kept, the outcome
+    as ``value`` and the prediction as JSON in ``detail``; ``total`` rows the full length of a list
+    (``path`` names it).
     """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -39,6 +41,10 @@ def render_csv(doc: dict[str, Any]) -> str:
     for r in doc["changes"]:
         w.writerow(["change", r["scan_id"], r["path"], ";".join(r["after"]), r["action"],
                     json.dumps({"before": r["before"], "state": r["state"], "at": r["at"]})])
+    for r in doc.get("files", []):
+        w.writerow(["file", r["scan_id"], r["path"], ";".join(r["genres"]), r["status"],
+                    json.dumps({k: r[k] for k in ("confidence", "predicted", "top", "previous_genre", "model", "error",
+                                                  "at")})])
     for name, n in doc["totals"].items():
         w.writerow(["total", "", name, "", n, "truncated" if name in doc["truncated"] else ""])
     return buf.getvalue()

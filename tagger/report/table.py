@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tagger.report.collect import LISTS
-from tagger.report.words import SECTION_TITLES, duration, printable, truncation_notes
+from tagger.report.collect import ALL_LISTS, LISTS
+from tagger.report.words import OUTCOME_WORDS, SECTION_TITLES, candidates, duration, printable, truncation_notes
 
 def _table(headers: list[str], rows: list[list[Any]], style=None) -> str:
     """Aligned columns; ``style(row_index, col_index, padded_text)`` may colour a padded cell."""
@@ -43,8 +43,9 @@ def render_table(doc: dict[str, Any], color: bool = False) -> str:
     notes = truncation_notes(doc)
     f = doc["report"]["filters"]
     active = [f"{k}={v}" for k, v in f.items() if v and k != "lists"]
-    if f["lists"] != list(LISTS):
-        active.append("lists=" + ",".join(f["lists"]))
+    narrowed = [x for x in f["lists"] if x in LISTS]  # the files list is an addition, not a narrowing
+    if narrowed != list(LISTS):
+        active.append("lists=" + ",".join(narrowed or f["lists"]))
     out = [st("tagger report", bold=True) + f"  generated {doc['report']['generated_at']}"
            + (f"  filters: {' '.join(active)}" if active else "")]
 
@@ -78,7 +79,8 @@ def render_table(doc: dict[str, Any], color: bool = False) -> str:
     else:
         out.append("(no scans)")
 
-    basis = "library tags" if doc["report"]["genres_basis"] == "library" else "predictions in the scans shown"
+    basis = ("library: written by tagger or the user's, kept" if doc["report"]["genres_basis"] == "library"
+             else "predictions in the scans shown, written or not")
     out += ["", title(f"Genres ({basis})")]
     if doc["genres"]:
         top = max(g["files"] for g in doc["genres"])
@@ -121,9 +123,34 @@ def render_table(doc: dict[str, Any], color: bool = False) -> str:
         out.append(_table(["scan", "action", "file", "genre before", "genre after", "state", "at"], [
             [r["scan_id"], r["action"], r["path"], "; ".join(r["before"]) or "-", "; ".join(r["after"]) or "-",
              r["state"], r["at"]] for r in doc["changes"]]) if doc["changes"] else "(none)")
-    for name in LISTS:
+    colours = {"tagged": "green", "kept": "blue", "low_confidence": "yellow", "failed": "red"}
+
+    def outcome_style(ri, ci, text):
+        if ri == -1:
+            return st(text, bold=True)
+        return st(text, fg=colours.get(doc["files"][ri]["status"])) if ci == 2 else text
+
+    if "files" in f["lists"]:
+        out += ["", title(SECTION_TITLES["files"])]
+        out.append(_table(["scan", "file", "outcome", "genre", "conf.", "candidates (low) / reason"], [
+            [r["scan_id"], r["path"], OUTCOME_WORDS.get(r["status"], r["status"]), "; ".join(r["genres"]) or "-",
+             f"{r['confidence']:.2f}" if r["confidence"] is not None else "-", _file_note(r)]
+            for r in doc["files"]], outcome_style) if doc["files"] else "(none)")
+    for name in ALL_LISTS:
         if name in notes:
             out.append(f"{SECTION_TITLES[name]}: {notes[name]}")
     return "\n".join(out)
+
+
+def _file_note(r: dict[str, Any]) -> str:
+    """The files list's last column: the candidates of an unsure prediction, what a kept genre
+    was predicted as, a failure's reason."""
+    if r["status"] == "low_confidence":
+        return candidates(r["top"])
+    if r["status"] in ("kept", "dry_run") and r["predicted"]:
+        return f"predicted {r['predicted']} {r['confidence']:.2f}"
+    if r["status"] == "failed":
+        return (r["error"] or {}).get("reason") or ""
+    return ""
 
 

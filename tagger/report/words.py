@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from tagger.report.collect import LISTS
+from tagger.report.collect import ALL_LISTS
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -16,7 +16,7 @@ def printable(text: Any) -> str:
 
 def truncation_notes(doc: dict[str, Any]) -> dict[str, str]:
     """``{list name: "showing N of M (--limit)"}`` for every list cut at the limit."""
-    shown = {"scans": len(doc["scans"]), **{name: len(doc[name]) for name in LISTS}}
+    shown = {"scans": len(doc["scans"]), **{name: len(doc.get(name, [])) for name in ALL_LISTS}}
     return {name: f"showing {shown[name]} of {doc['totals'][name]} (raise --limit for more)"
             for name in doc["truncated"]}
 
@@ -33,6 +33,15 @@ def duration(seconds: Optional[float]) -> str:
 
 
 SECTION_TITLES = {"scans": "Scans", "low_confidence": "Low confidence (no tag written)", "failed": "Failed",
-                  "changes": "Tag changes"}
+                  "changes": "Tag changes", "files": "Files (genre written or kept)"}
+
+#: a file's outcome in words (the files list)
+OUTCOME_WORDS = {"tagged": "tagged", "kept": "kept", "low_confidence": "low confidence", "dry_run": "dry run",
+                 "failed": "failed"}
+
+
+def candidates(top: list) -> str:
+    """``jazz 0.52, blues 0.31``: a prediction's top candidates."""
+    return ", ".join(f"{g} {p:.2f}" for g, p in top)
 
 
