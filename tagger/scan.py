@@ -122,8 +122,10 @@ def reap_dead(settings: Settings, stale_after_s: float = STALE_AFTER_S) -> list[
 def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], force: bool,
                        on_batch: Optional[Callable[[int, int], None]] = None,
                        on_first_job: Optional[Callable[[], None]] = None,
-                       within: Optional[Iterable[str]] = None) -> tuple[int, int, int]:
+                       within: Optional[Iterable[str]] = None, clean: bool = True) -> tuple[int, int, int]:
     """Walk the roots, record files and analyses, queue jobs as each batch commits.
+
+    ``clean``: remove stale temporary copies of killed writes from the folders walked.
 
     ``within``: folders that symlinks must not lead out of (``discover.walk``).
     Returns (found, skipped as unchanged, queued).
@@ -145,7 +147,7 @@ def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], f
         if on_batch:
             on_batch(found, queued)
 
-    for item in discover.walk(roots, within):
+    for item in discover.walk(roots, within, clean=clean):
         if isinstance(item, discover.Problem):
             _record_problem(settings, scan_id, item)
             continue
@@ -339,7 +341,7 @@ def run(settings: Settings, scan_id: int, roots: list[str], options: ScanOptions
 
     try:
         _, _, queued = discover_and_queue(settings, scan_id, roots, options.force, on_batch=on_discovered,
-                                          on_first_job=first_job, within=within)
+                                          on_first_job=first_job, within=within, clean=not options.dry_run)
         if not follow:
             return s.ScanStatus.RUNNING
         if queued:
