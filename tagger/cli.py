@@ -549,15 +549,23 @@ def requeue(ctx, scan_id, running):
 def undo(ctx, scan_id, file_path, dry_run, as_json):
     """Restore what tagger's changes replaced (an undo of an undo is a redo).
 
-    A file whose tags were edited since tagger wrote them is left alone and reported.
+    With neither --scan nor --file: the latest scan that wrote tags. A file whose
+    tags were edited since tagger wrote them is left alone and reported.
     """
     from tagger import undo as undo_mod
 
-    if (scan_id is None) == (file_path is None):
-        raise click.UsageError("give exactly one of --scan ID or --file PATH")
+    if scan_id is not None and file_path is not None:
+        raise click.UsageError("give --scan ID or --file PATH, not both")
     from tagger.report import printable
 
     settings = _ready(ctx)
+    if scan_id is None and file_path is None:
+        scan_id = undo_mod.latest_scan_with_changes(settings)
+        if scan_id is None:
+            click.echo("nothing to undo: no scan has written tags")
+            return
+        if not as_json:
+            click.echo(f"undoing scan {scan_id}, the latest that wrote tags{' (dry run)' if dry_run else ''}")
     if scan_id is not None and not undo_mod.scan_exists(settings, scan_id):
         raise click.ClickException(f"no scan {scan_id} (tagger report lists the scans)")
     results = undo_mod.undo(settings, scan_id=scan_id, path=file_path, dry_run=dry_run)
@@ -569,11 +577,11 @@ def undo(ctx, scan_id, file_path, dry_run, as_json):
             click.echo("nothing to undo")
         for r in results:
             change = f"{'; '.join(r.genre_before or []) or '-'} -> {'; '.join(r.genre_after or []) or '-'}"
-            click.echo(f"{r.status:<9} {printable(r.path)}: {printable(change)}"
+            click.echo(f"{r.status.replace('_', ' '):<13} {printable(r.path)}: {printable(change)}"
                        + (f" ({printable(r.reason)})" if r.reason else ""))
         counts = {}
         for r in results:
-            counts[r.status] = counts.get(r.status, 0) + 1
+            counts[r.status.replace("_", " ")] = counts.get(r.status.replace("_", " "), 0) + 1
         if results:
             click.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + (" (dry run)" if dry_run else ""))
     if failed:

@@ -24,7 +24,7 @@ from tagger.errors import TaggerError
 @dataclass
 class UndoResult:
     path: str
-    status: str  # restored | unchanged | skipped | failed
+    status: str  # restored | would_restore (a dry run) | unchanged | skipped | failed
     reason: str = ""
     genre_before: Optional[list[str]] = None
     genre_after: Optional[list[str]] = None
@@ -49,6 +49,14 @@ def _latest_in_chain(db, change: s.TagChange) -> s.TagChange:
 def scan_exists(settings: Settings, scan_id: int) -> bool:
     with session_scope(settings.database_url) as db:
         return db.get(s.Scan, scan_id) is not None
+
+
+def latest_scan_with_changes(settings: Settings) -> Optional[int]:
+    """The newest scan that wrote tags (what a bare ``tagger undo`` undoes); None when none did."""
+    with session_scope(settings.database_url) as db:
+        return db.scalar(select(s.TagChange.scan_id).where(s.TagChange.action == s.ChangeAction.WRITE,
+                                                           s.TagChange.state == s.ChangeState.DONE)
+                         .order_by(s.TagChange.scan_id.desc()).limit(1))
 
 
 def changes_to_undo(settings: Settings, scan_id: Optional[int] = None, path: Optional[str] = None) -> list[int]:
@@ -93,6 +101,7 @@ def revert(settings: Settings, change_id: int, dry_run: bool = False) -> UndoRes
         result.reason = "the file's tags changed since tagger wrote them; left as they are"
         return result
     if dry_run:
+        result.status = "would_restore"
         return result
     record_id, _ = record.begin_change(settings, file_id=f.id, scan_id=scan_id, action=s.ChangeAction.UNDO,
                                        before=current, after=before, reverts_id=change_id)

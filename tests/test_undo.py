@@ -60,6 +60,27 @@ def test_undo_leaves_a_file_edited_since_alone(settings, audio_factory, tmp_path
     assert tags.read(path, "mp3")["genre"] == ["Edited By Hand"]
 
 
-def test_undo_needs_a_target(settings):
+def test_a_bare_undo_with_nothing_written_says_so(settings):
     out = run_cli(settings, "undo")
-    assert out.returncode == 2 and "exactly one of" in out.stderr
+    assert out.returncode == 0 and out.stdout.strip() == "nothing to undo: no scan has written tags"
+
+
+def test_a_bare_undo_undoes_the_latest_scan_and_a_dry_run_says_would(settings, audio_factory, tmp_path):
+    first = audio_factory("flac", name="u/one/a.flac", seconds=10)
+    second = audio_factory("mp3", name="u/two/b.mp3", seconds=10)
+    run_cli(settings, "scan", str(first.parent))
+    run_cli(settings, "scan", str(second.parent))
+    written = {p: tags.read(p, p.suffix[1:]) for p in (first, second)}
+    assert all(v["model"] for v in written.values())
+
+    dry = run_cli(settings, "undo", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "undoing scan 2, the latest that wrote tags (dry run)" in dry.stdout
+    assert "would restore" in dry.stdout and "restored" not in dry.stdout.replace("would restore", "")
+    assert tags.read(second, "mp3") == written[second]  # a dry run changes nothing
+
+    bare = run_cli(settings, "undo")
+    assert bare.returncode == 0 and "1 restored" in bare.stdout, bare.stdout
+    assert tags.read(second, "mp3")["model"] == [] and tags.read(first, "flac") == written[first]
+    both = run_cli(settings, "undo", "--scan", "1", "--file", str(first))
+    assert both.returncode == 2 and "not both" in both.stderr
