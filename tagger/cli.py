@@ -245,7 +245,8 @@ def _print_summary(summary: dict, verbose: bool = False) -> None:
     lines = [("tagged", summary["tagged"]), ("unchanged (skipped)", summary["unchanged"]),
              ("low confidence (not written)", summary["low_confidence"]),
              ("kept the user's genre", summary["kept_user_genre"]), ("dry run (predicted only)", summary["dry_run"]),
-             ("failed", summary["failed"]), ("still queued", summary["pending"])]
+             ("failed", summary["failed"]), ("interrupted (next scan)", summary["interrupted"]),
+             ("still queued", summary["pending"])]
     for label, n in lines:
         if n or label in ("tagged", "failed"):
             click.echo(f"  {label:<30} {n}")
@@ -277,6 +278,9 @@ def _print_summary(summary: dict, verbose: bool = False) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=True, path_type=str))
 @click.option("--dry-run", is_flag=True, help="Predict and record, but write nothing into the files.")
 @click.option("--force", is_flag=True, help="Analyse files even when unchanged since their last analysis.")
+@click.option("--retry-failed", is_flag=True,
+              help="Analyse again unchanged files whose last analysis failed for a fault of their own "
+                   "(unreadable, unsupported, tags that cannot be written); by default they are skipped.")
 @click.option("--workers", type=click.IntRange(min=1), help="Local worker processes (default: one per core).")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), help="Write no tag below this confidence, the calibrated chance that the genre is right (default 0.65).")
 @click.option("--overwrite", is_flag=True, help="Replace genres the user set themselves.")
@@ -296,7 +300,7 @@ def _print_summary(summary: dict, verbose: bool = False) -> None:
                    "when unsure (with --json: on stderr). Not the same as `tagger -v`, which is log output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
-def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, windows, first_windows, window_step,
+def scan(ctx, paths, dry_run, force, retry_failed, workers, min_confidence, overwrite, model, windows, first_windows, window_step,
          wait, as_json, verbose, quiet):
     """Find audio files under PATHS, predict their genres and write them into their tags.
 
@@ -325,7 +329,7 @@ def scan(ctx, paths, dry_run, force, workers, min_confidence, overwrite, model, 
         queue.configure(settings)
     except TaggerError as exc:
         _fail(exc)
-    options = ScanOptions.from_settings(settings, dry_run=dry_run, force=force)
+    options = ScanOptions.from_settings(settings, dry_run=dry_run, force=force, retry_failed=retry_failed)
     follow = settings.is_embedded or bool(wait)
     scan_id = scan_mod.create(settings, list(paths), options, follows=follow)
     bar = _Bar(enabled=not quiet and not as_json,

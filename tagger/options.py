@@ -39,6 +39,7 @@ class ScanOptions:
 
     dry_run: bool = False
     force: bool = False
+    retry_failed: bool = False  # analyse again unchanged files that failed for a fault of their own
     min_confidence: float = MIN_CONFIDENCE
     overwrite: bool = False
     model: str = ""  # empty: the default chain
@@ -46,9 +47,10 @@ class ScanOptions:
     naming: Naming = field(default_factory=Naming)
 
     @classmethod
-    def from_settings(cls, settings: Any, *, dry_run: bool = False, force: bool = False) -> "ScanOptions":
+    def from_settings(cls, settings: Any, *, dry_run: bool = False, force: bool = False,
+                      retry_failed: bool = False) -> "ScanOptions":
         """The options of a scan started with ``settings`` (a ``tagger.config.Settings``)."""
-        return cls(dry_run=dry_run, force=force, min_confidence=settings.min_confidence,
+        return cls(dry_run=dry_run, force=force, retry_failed=retry_failed, min_confidence=settings.min_confidence,
                    overwrite=settings.overwrite, model=settings.model, hearing=settings.hearing,
                    naming=settings.naming)
 
@@ -75,6 +77,7 @@ class ScanOptions:
         naming = Naming(tuple((str(a), str(b)) for a, b in n.get("names", ())),
                         tuple(str(g) for g in n.get("only", ())), str(n.get("separator", "")))
         return cls(dry_run=bool(record.get("dry_run", default.dry_run)), force=bool(record.get("force", default.force)),
+                   retry_failed=bool(record.get("retry_failed", False)),
                    min_confidence=float(record.get("min_confidence", default.min_confidence)),
                    overwrite=bool(record.get("overwrite", default.overwrite)),
                    model=str(record.get("model") or ""), hearing=hearing, naming=naming)

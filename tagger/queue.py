@@ -109,6 +109,12 @@ def enqueue(analysis_ids: Iterable[int]) -> int:
     return len(messages)
 
 
+def clear() -> None:
+    """Drop every message waiting in the queue (an interrupted scan's, when it was the only one)."""
+    if _broker is not None:
+        _broker.flush(QUEUE_NAME)
+
+
 def depth(settings: Settings) -> dict[str, int]:
     """Messages waiting and in flight on the tagger queue (best effort)."""
     broker = configure(settings)

@@ -122,7 +122,8 @@ def reap_dead(settings: Settings, stale_after_s: float = STALE_AFTER_S) -> list[
 def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], force: bool,
                        on_batch: Optional[Callable[[int, int], None]] = None,
                        on_first_job: Optional[Callable[[], None]] = None,
-                       within: Optional[Iterable[str]] = None, clean: bool = True) -> tuple[int, int, int]:
+                       within: Optional[Iterable[str]] = None, clean: bool = True,
+                       retry_failed: bool = False) -> tuple[int, int, int]:
     """Walk the roots, record files and analyses, queue jobs as each batch commits.
 
     ``clean``: remove stale temporary copies of killed writes from the folders walked.
@@ -135,7 +136,7 @@ def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], f
 
     def flush() -> None:
         nonlocal skipped, queued
-        ids, n_skipped = record_files(settings, scan_id, batch, force)
+        ids, n_skipped = record_files(settings, scan_id, batch, force, retry_failed)
         skipped += n_skipped
         if ids:
             if queued == 0 and on_first_job:
@@ -162,7 +163,12 @@ def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], f
     return found, skipped, queued
 
 
-def record_files(settings: Settings, scan_id: int, batch: list[discover.Found], force: bool) -> tuple[list[int], int]:
+def record_files(settings: Settings, scan_id: int, batch: list[discover.Found], force: bool,
+                 retry_failed: bool = False) -> tuple[list[int], int]:
+    """Record the batch's files and an analysis for each that needs one; returns (analysis ids,
+    files skipped). Skipped, unless ``force``: files another running scan has in flight, files
+    unchanged since their last analysis, and (unless ``retry_failed``) unchanged files whose last
+    analysis failed for a fault of the file's own (``PERMANENT_KINDS``): it would fail again."""
     if not batch:
         return [], 0
     raws = {os.fsencode(f.path): f for f in batch}
@@ -176,6 +182,7 @@ def record_files(settings: Settings, scan_id: int, batch: list[discover.Found], 
             .where(s.Analysis.file_id.in_([f.id for f in existing.values()]),
                    s.Analysis.status.in_([s.QUEUED, s.RUNNING]), s.Scan.status == s.ScanStatus.RUNNING,
                    s.Scan.id != scan_id)))
+        failed_before = {} if force or retry_failed or not existing else _failed_before(db, existing.values())
         new_analyses = []
         for raw, found in raws.items():
             row = existing.get(raw)
@@ -184,7 +191,8 @@ def record_files(settings: Settings, scan_id: int, batch: list[discover.Found], 
                              size=found.size, mtime_ns=found.mtime_ns)
                 db.add(row)
             elif not force and (row.id in in_flight or (
-                    row.done_size == found.size and row.done_mtime_ns == found.mtime_ns)):
+                    row.done_size == found.size and row.done_mtime_ns == found.mtime_ns)
+                    or failed_before.get(row.id) == (found.size, found.mtime_ns)):
                 skipped += 1
                 continue
             row.size, row.mtime_ns, row.format = found.size, found.mtime_ns, found.format
@@ -194,6 +202,23 @@ def record_files(settings: Settings, scan_id: int, batch: list[discover.Found], 
         db.flush()
         ids = [a.id for a in new_analyses]
     return ids, skipped
+
+
+#: failures that are the file's own fault: the same bytes fail the same way (a broken stream, a
+#: text file named .mp3, ID3 frames tagger cannot keep); a rescan skips them until the file changes
+PERMANENT_KINDS = ("unreadable_audio", "unsupported_format", "tag_write_failed")
+
+
+def _failed_before(db, files) -> dict[int, tuple[int, int]]:
+    """file id -> (size, mtime) as last analysed, for files whose latest analysis failed permanently."""
+    ids = [f.id for f in files]
+    latest = (select(s.Analysis.file_id, func.max(s.Analysis.id).label("id"))
+              .where(s.Analysis.file_id.in_(ids), s.Analysis.status.in_(s.FINISHED))
+              .group_by(s.Analysis.file_id).subquery())
+    rows = db.execute(select(s.Analysis.file_id, s.Analysis.size, s.Analysis.mtime_ns)
+                      .join(latest, s.Analysis.id == latest.c.id)
+                      .where(s.Analysis.status == s.FAILED, s.Analysis.error_kind.in_(PERMANENT_KINDS)))
+    return {fid: (size, mtime) for fid, size, mtime in rows}
 
 
 def _record_problem(settings: Settings, scan_id: int, problem: discover.Problem) -> None:
@@ -272,14 +297,19 @@ def wait(settings: Settings, scan_id: int, started: float, on_progress: Callable
 
 
 def fail_unfinished(settings: Settings, scan_id: int, kind: str, reason: str) -> int:
-    """Mark the scan's unfinished analyses failed (an interrupted scan); returns how many."""
+    """End the scan's unfinished analyses; returns how many. ``kind`` "interrupted" (the scan
+    stopped first): they are interrupted, not failures, and the next scan takes them up like
+    files never analysed. Any other kind (the workers died, an internal error): failed."""
+    interrupted = kind == "interrupted"
     with session_scope(settings.database_url) as db:
         rows = db.scalars(select(s.Analysis).where(s.Analysis.scan_id == scan_id,
                                                    s.Analysis.status.in_([s.QUEUED, s.RUNNING]))).all()
         for a in rows:
-            a.status, a.error_kind, a.error, a.finished_at = s.FAILED, kind, reason, s.utcnow()
-            db.add(s.Error(scan_id=scan_id, file_id=a.file_id, analysis_id=a.id, path=a.file.path,
-                           kind=kind, message=reason, final=True))
+            a.status = s.INTERRUPTED if interrupted else s.FAILED
+            a.error_kind, a.error, a.finished_at = kind, reason, s.utcnow()
+            if not interrupted:
+                db.add(s.Error(scan_id=scan_id, file_id=a.file_id, analysis_id=a.id, path=a.file.path,
+                               kind=kind, message=reason, final=True))
         return len(rows)
 
 
@@ -289,6 +319,12 @@ def finish(settings: Settings, scan_id: int, status: s.ScanStatus = s.ScanStatus
     with session_scope(settings.database_url) as db:
         db.execute(update(s.Scan).where(s.Scan.id == scan_id, s.Scan.status == s.ScanStatus.RUNNING)
                    .values(status=status, finished_at=s.utcnow()))
+
+
+def _others_running(settings: Settings, scan_id: int) -> bool:
+    with session_scope(settings.database_url) as db:
+        return db.scalar(select(func.count()).select_from(s.Scan).where(
+            s.Scan.status == s.ScanStatus.RUNNING, s.Scan.id != scan_id)) > 0
 
 
 class Interrupted(Exception):
@@ -341,7 +377,8 @@ def run(settings: Settings, scan_id: int, roots: list[str], options: ScanOptions
 
     try:
         _, _, queued = discover_and_queue(settings, scan_id, roots, options.force, on_batch=on_discovered,
-                                          on_first_job=first_job, within=within, clean=not options.dry_run)
+                                          on_first_job=first_job, within=within, clean=not options.dry_run,
+                                          retry_failed=options.retry_failed)
         if not follow:
             return s.ScanStatus.RUNNING
         if queued:
@@ -361,6 +398,8 @@ def run(settings: Settings, scan_id: int, roots: list[str], options: ScanOptions
         try:
             fail_unfinished(settings, scan_id, kind, reason)
             finish(settings, scan_id, s.ScanStatus.INTERRUPTED)
+            if settings.is_embedded and not _others_running(settings, scan_id):
+                queue.clear()  # its messages would only be skipped: the next scan starts clean
         except Exception as record_exc:  # noqa: BLE001 - the database may be what is gone; the next scan reaps it
             log.info("scan %s: could not record its end: %s", scan_id,
                      " ".join(f"{type(record_exc).__name__}: {record_exc}".split())[:300])
@@ -557,6 +596,7 @@ def summary(settings: Settings, scan_id: int, files: bool = False) -> dict:
             "kept_user_genre": counts.get(s.KEPT, 0),
             "dry_run": counts.get(s.DRY_RUN, 0),
             "failed": counts.get(s.FAILED, 0),
+            "interrupted": counts.get(s.INTERRUPTED, 0),
             "pending": counts.get(s.QUEUED, 0) + counts.get(s.RUNNING, 0),
             "files_per_second": round(analysed / seconds, 2) if seconds else None,
             "genres": genres,

@@ -47,7 +47,8 @@ def run_scan(settings: config.Settings, roots: list[Path], started: datetime | N
     scan.prepare_database(settings)
     scan_id = scan.create(settings, [str(r) for r in roots], scan.ScanOptions(**options))
     found = [f for f in discover.walk([str(r) for r in roots]) if isinstance(f, discover.Found)]
-    ids, skipped = scan.record_files(settings, scan_id, found, force=False)
+    # failed files are analysed again (--retry-failed): the report's lists must show failing *now*
+    ids, skipped = scan.record_files(settings, scan_id, found, force=False, retry_failed=True)
     for aid in ids:
         pipeline.analyse(aid, settings)
     scan.finish(settings, scan_id)

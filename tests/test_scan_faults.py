@@ -15,7 +15,7 @@ import pytest
 from services import cli_env, run_cli
 from sqlalchemy import func, select
 
-from tagger import scan
+from tagger import queue, scan
 from tagger.db import schema as s
 from tagger.db.engine import session_scope
 
@@ -86,8 +86,11 @@ def test_a_scan_killed_with_sigkill_gives_its_files_back(settings, audio_factory
     with session_scope(settings.database_url) as db:
         dead = db.get(s.Scan, first)
         assert dead.status == "interrupted" and dead.finished_at is not None
-        reasons = set(db.scalars(select(s.Analysis.error).where(s.Analysis.scan_id == first,
-                                                                 s.Analysis.status == s.FAILED)))
+        reasons = list(db.scalars(select(s.Analysis.error).where(s.Analysis.scan_id == first,
+                                                                  s.Analysis.status == s.INTERRUPTED)))
+        failed = db.scalar(select(func.count()).select_from(s.Analysis).where(s.Analysis.status == s.FAILED))
+    # interrupted, not failed: the files were never the problem
+    assert len(reasons) == 6 - done and failed == 0
     assert all("stopped without finishing" in r and f"process {proc.pid}" in r for r in reasons)
 
 
@@ -123,9 +126,12 @@ def test_sigterm_ends_a_scan_as_ctrl_c_does(settings, audio_factory):
     _wait_gone(proc.pid)
     with session_scope(settings.database_url) as db:
         assert db.get(s.Scan, first).status == "interrupted"
-        left = db.scalar(select(func.count()).select_from(s.Analysis).where(
-            s.Analysis.scan_id == first, s.Analysis.status.in_([s.QUEUED, s.RUNNING])))
-    assert left == 0
+        by_status = dict(db.execute(select(s.Analysis.status, func.count()).where(s.Analysis.scan_id == first)
+                                    .group_by(s.Analysis.status)).all())
+    assert set(by_status) <= set(s.SUCCEEDED) | {s.INTERRUPTED} and by_status.get(s.INTERRUPTED), by_status
+    assert queue.depth(settings)["waiting"] == 0  # its messages are gone with it, not left to the next scan
+    again = json.loads(run_cli(settings, "scan", str(root), "--json").stdout)
+    assert again["tagged"] == by_status[s.INTERRUPTED] and again["failed"] == 0, again  # simply carried on
 
 
 def test_undo_of_no_such_scan_and_a_failed_undo_exit_non_zero(settings, audio_factory):

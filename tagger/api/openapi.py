@@ -54,7 +54,7 @@ def _schemas() -> dict[str, Any]:
         "roots": {"type": "array", "items": _STR}, "options": {"type": "object"},
         "started_at": _nullable(_STR), "finished_at": _nullable(_STR), "seconds": _NUM,
         "found": _nullable(_INT), "unchanged": _nullable(_INT), "queued": _nullable(_INT),
-        "tagged": _INT, "low_confidence": _INT, "kept_user_genre": _INT, "dry_run": _INT, "failed": _INT,
+        "tagged": _INT, "low_confidence": _INT, "kept_user_genre": _INT, "dry_run": _INT, "failed": _INT, "interrupted": _INT,
         "pending": _INT, "files_per_second": _nullable(_NUM),
         "genres": {"type": "object", "additionalProperties": _INT},
     }

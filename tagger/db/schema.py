@@ -46,6 +46,7 @@ class AnalysisStatus(StrEnum):
     KEPT = "kept"  # no tag written: the user's own genre is kept
     DRY_RUN = "dry_run"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"  # its scan stopped first (Ctrl-C, SIGTERM, a dead scan): not a failure
 
 
 class ChangeAction(StrEnum):
@@ -65,10 +66,10 @@ class ChangeState(StrEnum):
 
 QUEUED, RUNNING = AnalysisStatus.QUEUED, AnalysisStatus.RUNNING
 TAGGED, LOW_CONFIDENCE, KEPT = AnalysisStatus.TAGGED, AnalysisStatus.LOW_CONFIDENCE, AnalysisStatus.KEPT
-DRY_RUN, FAILED = AnalysisStatus.DRY_RUN, AnalysisStatus.FAILED
+DRY_RUN, FAILED, INTERRUPTED = AnalysisStatus.DRY_RUN, AnalysisStatus.FAILED, AnalysisStatus.INTERRUPTED
 #: the analysis succeeded (the file need not be analysed again while unchanged)
 SUCCEEDED = (TAGGED, LOW_CONFIDENCE, KEPT, DRY_RUN)
-FINISHED = SUCCEEDED + (FAILED,)
+FINISHED = SUCCEEDED + (FAILED, INTERRUPTED)
 
 
 class Scan(Base):
