@@ -21,6 +21,7 @@ from sqlalchemy import and_, case, func, or_, select
 from tagger.config import Settings
 from tagger.db import schema as s
 from tagger.db.engine import session_scope
+from tagger.naming import genre_id
 
 LIMIT = 200
 #: the confidence histogram's bins: [0, 0.1), [0.1, 0.2), … [0.9, 1.0]
@@ -103,7 +104,8 @@ def collect(settings: Settings, scan_id: Optional[int] = None, limit: int = LIMI
     latest prediction of each file in them.
     """
     f = filters or Filters(scan_id=scan_id)
-    genre = f.genre.lower() if f.genre else None
+    # a genre as written (Hip-Hop, or the user's own name for it) finds the taxonomy's id (hiphop)
+    genre = (genre_id(f.genre, settings.genre_names) or f.genre.lower()) if f.genre else None
     with session_scope(settings.database_url) as db:
         scan_conds = []
         if f.scan_id is not None:
