@@ -6,7 +6,7 @@ import json
 
 import audiofiles
 import numpy as np
-from services import run_cli
+from services import cli_env, run_cli
 
 from tagger import tags
 from tagger.naming import genre_id
@@ -149,3 +149,21 @@ def test_a_model_trained_on_other_features_refuses_to_load(settings, test_model_
     out = run_cli(settings, "scan", str(path.parent), TAGGER_MODEL="mfcc13", TAGGER_MODEL_DIRS=str(other.parent))
     assert out.returncode == 1 and "trained on other features" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_shell_completion_as_the_readme_says(settings):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+
+
+    tagger = str(Path(sys.executable).parent / "tagger")  # the installed command, as a shell runs it
+
+    def run(**env):
+        return subprocess.run([tagger], env=cli_env(settings, **env), capture_output=True, text=True, timeout=60)
+
+    out = run(COMP_WORDS="tagger sc", COMP_CWORD="1", _TAGGER_COMPLETE="bash_complete")
+    assert out.returncode == 0 and out.stdout.split() == ["plain,scan"], (out.stdout, out.stderr)
+    script = run(_TAGGER_COMPLETE="bash_source")
+    assert "_tagger_completion" in script.stdout and "complete" in script.stdout

@@ -299,7 +299,7 @@ class _Page(HTMLParser):
 def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        pytest.fail("chromium is not installed (Debian: apt-get install chromium; `make system` installs it)")
+        pytest.fail("chromium is not installed (Debian: apt-get install chromium; `make system-test` installs it)")
     return subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
                            "--disable-extensions", f"--user-data-dir={profile}", *args],
