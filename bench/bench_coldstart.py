@@ -72,8 +72,8 @@ def main() -> None:
         keras_dir = Path(tmp) / "keras-only"
         shutil.copytree(registry.ARTIFACTS / name, keras_dir / name, ignore=shutil.ignore_patterns("*.tflite"))
         setups = {
-            "litert": {**base, "TAGGER_CONFIG": str(Path(tmp) / "none.toml")},
-            "keras": {**base, "TAGGER_CONFIG": str(Path(tmp) / "none.toml"), "TAGGER_MODEL_DIRS": str(keras_dir)},
+            "litert": {**base, "TAGGER_CONFIG": os.devnull},
+            "keras": {**base, "TAGGER_CONFIG": os.devnull, "TAGGER_MODEL_DIRS": str(keras_dir)},
         }
         results: dict[str, list[dict]] = {k: [] for k in setups}
         for _ in range(args.repeats):  # alternate, so both see the same machine load

@@ -51,7 +51,7 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
         db_url = f"sqlite:///{data / 'tagger.sqlite3'}"
         env.update({"TAGGER_DATA_DIR": str(data), "TAGGER_WORKERS": str(args.workers), "TAGGER_DB_URL": db_url,
-                    "TAGGER_MIN_CONFIDENCE": "0", "TAGGER_CONFIG": str(tmp / "none.toml")})
+                    "TAGGER_MIN_CONFIDENCE": "0", "TAGGER_CONFIG": os.devnull})
         if args.model:
             env["TAGGER_MODEL"] = args.model
         load0 = os.getloadavg()[0]

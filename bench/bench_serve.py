@@ -41,7 +41,7 @@ def make_mp3(out: Path, seconds: int = 180) -> Path:
 
 def start(tmp: Path, model: str) -> tuple[subprocess.Popen, str, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
-    env.update({"TAGGER_DATA_DIR": str(tmp / "data"), "TAGGER_CONFIG": str(tmp / "none.toml"),
+    env.update({"TAGGER_DATA_DIR": str(tmp / "data"), "TAGGER_CONFIG": os.devnull,
                 "TAGGER_LIBRARY_ROOTS": str(tmp)})
     if model:
         env["TAGGER_MODEL"] = model

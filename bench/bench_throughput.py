@@ -312,7 +312,7 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
         env.update({"TAGGER_DATA_DIR": str(data), "TAGGER_WORKERS": str(args.workers),
                     "TAGGER_DB_URL": f"sqlite:///{data / 'tagger.sqlite3'}", "TAGGER_MIN_CONFIDENCE": "0",
-                    "TAGGER_MODEL": model, "TAGGER_CONFIG": str(tmp / "none.toml"),
+                    "TAGGER_MODEL": model, "TAGGER_CONFIG": os.devnull,
                     "TAGGER_WINDOWS": str(how.windows), "TAGGER_FIRST_WINDOWS": str(how.first),
                     "TAGGER_WINDOW_STEP": str(how.step), "TAGGER_EARLY_STOP": str(how.stop)})
 

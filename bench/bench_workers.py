@@ -69,7 +69,7 @@ def build_corpus(out: Path, n_tracks: int, min_clips: int, max_clips: int) -> li
 
 def env_for(data_dir: Path, broker_url: str = "", model: str = "", workers: int = 0) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
-    env.update({"TAGGER_DATA_DIR": str(data_dir), "TAGGER_CONFIG": str(data_dir / "absent.toml")})
+    env.update({"TAGGER_DATA_DIR": str(data_dir), "TAGGER_CONFIG": os.devnull})
     if broker_url:
         env["TAGGER_BROKER_URL"] = broker_url
     if model:
