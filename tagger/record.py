@@ -153,12 +153,49 @@ def begin_change(settings: Settings, *, file_id: int, scan_id: Optional[int], ac
             return change.id, dict(change.before)
 
     query = select(s.TagChange).where(s.TagChange.analysis_id == analysis_id, s.TagChange.action == action)
+    settle_pending(settings, file_id, before, keep=analysis_id)
     try:
         return new()
     except IntegrityError:  # a twin of this job recorded it a moment ago
         with session_scope(settings.database_url) as db:
             change = db.scalars(query).one()
             return change.id, dict(change.before)
+
+
+def settle_pending(settings: Settings, file_id: int, current: dict, keep: Optional[int] = None) -> int:
+    """Settle the file's changes left ``pending`` by a write whose end was never recorded (the
+    process killed, or the database gone, between the file's replacement and the record), now
+    that ``current`` (its fields as they are) shows what happened: a change whose ``after`` the
+    file holds was made (done: undo can restore its ``before``); one whose ``before`` it holds
+    was not (failed). A change whose analysis is still queued or running is its worker's to
+    finish, as is analysis ``keep``'s; an undo's only once it is older than a job may run.
+    Returns how many were settled."""
+    from datetime import timedelta
+
+    settled = 0
+    old = s.utcnow() - timedelta(seconds=settings.job_time_limit)
+    with session_scope(settings.database_url) as db:
+        rows = db.execute(select(s.TagChange, s.Analysis.status)
+                          .outerjoin(s.Analysis, s.TagChange.analysis_id == s.Analysis.id)
+                          .where(s.TagChange.file_id == file_id, s.TagChange.state == s.ChangeState.PENDING)).all()
+        for change, status in rows:
+            if keep is not None and change.analysis_id == keep:
+                continue
+            if change.analysis_id is not None and status not in s.FINISHED:
+                continue
+            created = change.created_at if change.created_at.tzinfo else change.created_at.replace(tzinfo=old.tzinfo)
+            if change.analysis_id is None and created > old:
+                continue
+            if dict(change.after) == current:
+                change.state = s.ChangeState.DONE
+            elif dict(change.before) == current:
+                change.state = s.ChangeState.FAILED
+            else:
+                continue
+            settled += 1
+    if settled:
+        log.info("file %s: %d change(s) left pending by an interrupted write settled", file_id, settled)
+    return settled
 
 
 def journaled_write(settings: Settings, change_id: int, path: str, fmt: str, expect: tags.FileStat) -> bool:

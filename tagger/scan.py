@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Protocol
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from tagger import discover, queue
 from tagger.config import Settings
@@ -171,6 +172,16 @@ def record_files(settings: Settings, scan_id: int, batch: list[discover.Found], 
     analysis failed for a fault of the file's own (``PERMANENT_KINDS``): it would fail again."""
     if not batch:
         return [], 0
+    try:
+        return _record_files(settings, scan_id, batch, force, retry_failed)
+    except IntegrityError:
+        # another scan of the same folder inserted some of these files between our look and our
+        # insert (two scans started together): look again, now that its rows are there
+        return _record_files(settings, scan_id, batch, force, retry_failed)
+
+
+def _record_files(settings: Settings, scan_id: int, batch: list[discover.Found], force: bool,
+                  retry_failed: bool) -> tuple[list[int], int]:
     raws = {os.fsencode(f.path): f for f in batch}
     ids: list[int] = []
     skipped = 0
@@ -205,8 +216,9 @@ def record_files(settings: Settings, scan_id: int, batch: list[discover.Found], 
 
 
 #: failures that are the file's own fault: the same bytes fail the same way (a broken stream, a
-#: text file named .mp3, ID3 frames tagger cannot keep); a rescan skips them until the file changes
-PERMANENT_KINDS = ("unreadable_audio", "unsupported_format", "tag_write_failed")
+#: text file named .mp3, ID3 frames tagger cannot keep); a rescan skips them until the file changes.
+#: Not tag_write_failed in general: a full disk or a read-only folder is the machine's, not the file's
+PERMANENT_KINDS = ("unreadable_audio", "unsupported_format", "unreadable_frames")
 
 
 def _failed_before(db, files) -> dict[int, tuple[int, int]]:

@@ -167,3 +167,17 @@ def test_shell_completion_as_the_readme_says(settings):
     assert out.returncode == 0 and out.stdout.split() == ["plain,scan"], (out.stdout, out.stderr)
     script = run(_TAGGER_COMPLETE="bash_source")
     assert "_tagger_completion" in script.stdout and "complete" in script.stdout
+
+
+def test_a_write_that_failed_for_the_machine_is_tried_again(settings, audio_factory):
+    """A tag write refused for a reason outside the file (here: no write permission, as a full disk
+    or a read-only mount would be) is not the file's fault: the next scan tries it again."""
+    import os
+
+    path = audio_factory("mp3", name="ro/a.mp3", seconds=10)
+    os.chmod(path, 0o444)
+    first = json.loads(run_cli(settings, "scan", "--json", str(path.parent)).stdout)
+    assert first["failed"] == 1 and first["failures"][0]["kind"] == "tag_write_failed", first
+    os.chmod(path, 0o644)  # the size and mtime stay as they were
+    again = json.loads(run_cli(settings, "scan", "--json", str(path.parent)).stdout)
+    assert again["queued"] == 1 and again["tagged"] == 1, again

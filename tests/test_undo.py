@@ -84,3 +84,39 @@ def test_a_bare_undo_undoes_the_latest_scan_and_a_dry_run_says_would(settings, a
     assert tags.read(second, "mp3")["model"] == [] and tags.read(first, "flac") == written[first]
     both = run_cli(settings, "undo", "--scan", "1", "--file", str(first))
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_a_write_whose_record_was_lost_can_still_be_undone(settings, audio_factory):
+    """The file was replaced, then the process died (or the database went away) before the change
+    was marked done: the next scan finds it pending, sees the file holds its values, and settles it,
+    so undo of both scans gives back the original (found by bench/faults.py: group-kill9, pg-outage)."""
+    import subprocess
+
+    from tagger import discover, record, scan
+    from tagger.db import schema as s
+    from tagger.db.engine import session_scope
+
+    path = audio_factory("flac", name="lost/a.flac", seconds=10, tags=OTHER)
+    original, every_tag = tags.read(path, "flac"), audiofiles.all_tags(path, "flac")
+    scan.prepare_database(settings)
+    first = scan.create(settings, [str(path.parent)], scan.ScanOptions(min_confidence=0.0))
+    found = [f for f in discover.walk([str(path.parent)]) if isinstance(f, discover.Found)]
+    (aid,), _ = scan.record_files(settings, first, found, force=False)
+    job = record.start(settings, aid)
+    wanted = {"genre": ["Jazz"], "confidence": ["0.900"], "model": ["test-logreg 1"]}
+    record.begin_change(settings, file_id=job.file_id, scan_id=first, analysis_id=aid,
+                        action=s.ChangeAction.WRITE, before=original, after=wanted)
+    st = path.stat()
+    tags.write(path, "flac", wanted, expect=tags.FileStat(st.st_size, st.st_mtime_ns))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with session_scope(settings.database_url) as db:  # ... and here the scan's process died
+        db.get(s.Scan, first).pid = gone.pid
+
+    again = run_cli(settings, "scan", str(path.parent), "--json")
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)["scan_id"]
+    for scan_id in (second, first):
+        out = run_cli(settings, "undo", "--scan", str(scan_id), "--json")
+        assert out.returncode == 0, out.stderr
+    assert tags.read(path, "flac") == original and audiofiles.all_tags(path, "flac") == every_tag

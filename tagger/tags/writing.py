@@ -53,7 +53,10 @@ class WriteResult:
 
 class UnreadableFrames(TagWriteError):
     """The file's ID3 tag holds frames mutagen cannot read (or reads but would not write back):
-    any rewrite would silently drop them, and undo could not bring them back. Permanent."""
+    any rewrite would silently drop them, and undo could not bring them back. Permanent, and
+    the file's own: a rescan skips it while it is unchanged (``scan.PERMANENT_KINDS``)."""
+
+    kind = "unreadable_frames"
 
 
 # ---------------------------------------------------------------- public API
