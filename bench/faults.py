@@ -59,7 +59,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -71,6 +70,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # audiofiles: real files, read back wit
 sys.path.insert(0, str(ROOT))
 
 import audiofiles  # noqa: E402
+from tcp_proxy import Proxy, free_port  # noqa: E402
 
 GTZAN = ROOT.parent / "shared" / "datasets" / "gtzan"
 MODEL = "faults-logreg"
@@ -112,12 +112,6 @@ def log(msg: str) -> None:
 def one_line(text: str, limit: int = 220) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def port_free(port: int) -> bool:
@@ -375,72 +369,6 @@ class RedisServer:
 
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0?{FAST_RECOVERY}"
-
-
-class Proxy:
-    """A TCP relay to PostgreSQL that can be cut (as tests/test_distributed.Proxy)."""
-
-    def __init__(self, target_port: int):
-        self.target, self.port = target_port, free_port()
-        self.listener: Optional[socket.socket] = None
-        self.conns: list[socket.socket] = []
-        self.lock = threading.Lock()
-
-    def up(self) -> None:
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", self.port))
-        self.listener.listen(64)
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def down(self) -> None:
-        """Refuse new connections and break the open ones."""
-        if self.listener is None:
-            return
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
-        self.listener = None
-        with self.lock:
-            for conn in self.conns:
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                conn.close()
-            self.conns.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.conns += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 # ---------------------------------------------------------------- a round

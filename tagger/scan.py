@@ -396,12 +396,13 @@ def run(settings: Settings, scan_id: int, roots: list[str], options: ScanOptions
         if queued:
             wait(settings, scan_id, started, on_progress, workers=checked)
     except BaseException as exc:
+        around = environment_error(exc) if isinstance(exc, Exception) else None  # the disk, the broker
         if isinstance(exc, KeyboardInterrupt):
             kind, reason = "interrupted", "scan interrupted before this file was analysed"
         elif isinstance(exc, Interrupted):
             kind, reason = "interrupted", str(exc)
-        elif isinstance(exc, Exception) and environment_error(exc) is not None:
-            kind, reason = "interrupted", f"scan stopped: {environment_error(exc)}"
+        elif around is not None:
+            kind, reason = "interrupted", f"scan stopped: {around}"
         else:
             kind, reason = "internal", f"the scan stopped by an internal error ({type(exc).__name__})"
         if started_workers:

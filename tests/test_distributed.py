@@ -13,10 +13,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +22,7 @@ from pathlib import Path
 import pytest
 from services import cli_env, run_cli
 from sqlalchemy import func, select
+from tcp_proxy import Proxy, free_port
 
 from tagger import queue, scan, tags
 from tagger.db import schema as s
@@ -344,12 +343,6 @@ def test_sigterm_finishes_the_current_job_and_requeues_the_rest(dist, audio_fact
 
 
 # ---------------------------------------------------------------- outages
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class RedisServer:
     """A private redis-server, restartable; append-only file on, as a deployment should run it."""
 
@@ -407,65 +400,6 @@ def test_redis_crash_and_restart_during_a_scan(settings, pg_url, private_redis, 
     assert down < len(paths), "the scan was over before Redis went down; nothing was tested"
     assert "connection error" in worker.text()  # it did lose the broker, and came back
     assert_each_done_once(dist, queued["scan_id"], paths, before)
-
-
-class Proxy:
-    """A TCP relay to PostgreSQL that can be cut: the database unreachable for a moment."""
-
-    def __init__(self, target_port: int):
-        self.target, self.port = target_port, free_port()
-        self.listener = None
-        self.conns: list[socket.socket] = []
-        self.lock = threading.Lock()
-
-    def up(self) -> None:
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", self.port))
-        self.listener.listen(16)
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def down(self) -> None:
-        """Refuse new connections and break the open ones."""
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone would not
-        except OSError:
-            pass
-        self.listener.close()
-        with self.lock:
-            for conn in self.conns:
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                conn.close()
-            self.conns.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target))
-            with self.lock:
-                self.conns += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 @pytest.mark.slow
