@@ -16,13 +16,20 @@ from tagger import config as config_mod
 from tagger.errors import TaggerError
 
 
-def _settings(ctx: click.Context, **flags) -> config_mod.Settings:
+def _loaded(ctx: click.Context, **flags) -> config_mod.Loaded:
+    """The settings from defaults, the config file, the environment and these flags, and where each
+    came from; a mistake in any of them is a one-line error (exit code 1)."""
     base = dict(ctx.obj or {})
     base.update({k: v for k, v in flags.items() if v is not None})
     try:
-        return config_mod.load(base, config_file=ctx.meta.get("config"), required=bool(ctx.meta.get("config")))
+        return config_mod.load_with_sources(base, config_file=ctx.meta.get("config"),
+                                            required=bool(ctx.meta.get("config")))
     except TaggerError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _settings(ctx: click.Context, **flags) -> config_mod.Settings:
+    return _loaded(ctx, **flags).settings
 
 
 class _Group(click.Group):
@@ -624,6 +631,76 @@ def history(ctx, path, as_json):
         else:
             click.echo(f"{e['at']}  scan {e['scan_id']}  {e['event']:<8} #{e['change_id']} ({e['state']}) genre "
                        f"{'; '.join(e['genre_before']) or '-'} -> {'; '.join(e['genre_after']) or '-'}")
+
+
+# ---------------------------------------------------------------- config
+
+#: the flags that set a setting, as a user types them (the others are named after the setting)
+_FLAGS = {"db_url": "--db", "broker_url": "--broker"}
+
+#: what a default that is no plain value means
+_DEFAULT_MEANS = {"db_url": "SQLite in data_dir", "broker_url": "the local queue in data_dir",
+                  "workers": "one per core", "model": "the default chain (tagger models)",
+                  "genre_separator": 'several genres: a list in Vorbis comments, joined with "; " in ID3 and MP4'}
+
+
+def _toml(value) -> str:
+    """A value as TOML writes it (so the printed settings read as a config file)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml(str(k))} = {_toml(v)}" for k, v in value.items()) + "}"
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _source_words(name: str, entry: dict) -> str:
+    kind, where = entry["source"], entry["from"]
+    if kind == "default":
+        means = _DEFAULT_MEANS.get(name)
+        return f"default: {means}" if means else "default"
+    if kind == "file":
+        return "config file"
+    if kind == "env":
+        return f"env {where}"
+    return f"flag {where}"
+
+
+@main.command("config")
+@click.option("--json", "as_json", is_flag=True, help="Print it as JSON: each setting's value, source and from.")
+@click.pass_context
+def config_cmd(ctx, as_json):
+    """Print the settings in force and where each came from.
+
+    A setting's source is its default, the config file (its path is printed; chosen with --config or
+    TAGGER_CONFIG), a TAGGER_* environment variable, or a flag (--db, --broker), each overriding
+    the ones before it. The [genres] table lists the name written for every genre. Passwords in
+    database and broker URLs, and the API token, are masked.
+    """
+    from tagger.report import printable
+
+    doc = config_mod.describe(_loaded(ctx))
+    for name, entry in doc["settings"].items():
+        if entry["source"] == "flag":  # named as typed
+            entry["from"] = _FLAGS.get(name, "--" + name.replace("_", "-"))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    cf = doc["config_file"]
+    how = f"named by {cf['named_by']}" if cf["named_by"] else "the default place"
+    click.echo(f"# config file: {printable(cf['path'])} ({how}" + ("" if cf["read"] else "; not there, none read")
+               + ")")
+    tables = [("[tagger]", [(name, _toml(e["value"]), _source_words(name, e)) for name, e in doc["settings"].items()]),
+              ("[genres]  # the name written for each genre",
+               [(gid, _toml(e["name"]), _source_words("", e)) for gid, e in doc["genres"].items()])]
+    for heading, rows in tables:
+        width = min(60, max(len(f"{k} = {v}") for k, v, _ in rows))
+        click.echo("\n" + heading)
+        for key, value, words in rows:
+            click.echo(printable(f"{f'{key} = {value}':<{width}}  # {words}"))
 
 
 # ---------------------------------------------------------------- db / models

@@ -10,9 +10,10 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import parse_qsl, urlsplit
 
 from tagger.errors import ConfigError
-from tagger.naming import Naming, check as check_naming
+from tagger.naming import DISPLAY, Naming, check as check_naming
 from tagger.options import MIN_CONFIDENCE, Hearing
 
 
@@ -198,6 +199,42 @@ def _from_file(doc: dict[str, Any], path: Path, names: set[str]) -> dict[str, An
     return values
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where a setting's value came from: ``kind`` is one of :data:`SOURCES`; ``where`` names it
+    (the config file's path, the environment variable, the setting a flag set; empty for a default)."""
+
+    kind: str
+    where: str = ""
+
+
+#: the kinds of source, lowest first: each overrides the ones before it
+SOURCES = ("default", "file", "env", "flag")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The settings and where each came from, as :func:`load_with_sources` built them."""
+
+    settings: Settings
+    #: setting name -> where its value came from (every field of Settings)
+    sources: dict[str, Source]
+    #: the config file read, or looked for when it is not there
+    file: Path
+    #: what named the file: "--config", "TAGGER_CONFIG", or "" (the default place)
+    file_named_by: str
+    #: whether the file was there and read
+    file_read: bool
+
+    def genre_source(self, gid: str) -> Source:
+        """Where the name written for the taxonomy id ``gid`` came from: the layer that set the
+        ``[genres]`` table (file or TAGGER_GENRE_NAMES, which replaces the file's table as a
+        whole) when it names ``gid``, else the default display name."""
+        if gid in dict(self.settings.genre_names):
+            return self.sources["genre_names"]
+        return Source("default")
+
+
 def load(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -210,30 +247,48 @@ def load(
     config file was named on the command line, and must exist (as one named by
     ``TAGGER_CONFIG`` must).
     """
+    return load_with_sources(overrides, environ, config_file, required).settings
+
+
+def load_with_sources(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+    required: bool = False,
+) -> Loaded:
+    """:func:`load`, also saying where each setting came from (``tagger config`` prints it)."""
     environ = os.environ if environ is None else environ
     names = {f.name for f in fields(Settings)}
     values: dict[str, Any] = {}
+    sources: dict[str, Source] = {}
 
     named = environ.get("TAGGER_CONFIG") if config_file is None else config_file
-    path = Path(named or _config_file()).expanduser()
+    named_by = "" if not named else "TAGGER_CONFIG" if config_file is None else "--config"
+    path = Path(os.path.abspath(Path(named or _config_file()).expanduser()))
     if (required or (named and config_file is None)) and not path.exists():
         # a file the user named (--config, TAGGER_CONFIG) and that is not there is a mistake
         raise ConfigError(f"config file {path} does not exist")
-    if path.exists() and not path.is_dir():
+    read = path.exists() and not path.is_dir()
+    if read:
         try:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
-        values.update(_from_file(doc, path, names))
+        from_file = _from_file(doc, path, names)
+        values.update(from_file)
+        sources.update({name: Source("file", str(path)) for name in from_file})
 
     for name in names:
-        env = environ.get(f"TAGGER_{name.upper()}")
+        var = f"TAGGER_{name.upper()}"
+        env = environ.get(var)
         if env not in (None, ""):
             values[name] = _coerce(name, env)
+            sources[name] = Source("env", var)
 
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = _coerce(name, value)
+            sources[name] = Source("flag", name)
 
     if "min_confidence" in values and not 0.0 <= values["min_confidence"] <= 1.0:
         raise ConfigError("min_confidence must be between 0 and 1")
@@ -256,4 +311,65 @@ def load(
     for name, low in _AT_LEAST.items():
         if name in values and values[name] < low:
             raise ConfigError(f"{name} must be at least {low} (got {values[name]})")
-    return replace(Settings(), **values)
+    settings = replace(Settings(), **values)
+    every = {name: sources.get(name, Source("default")) for name in (f.name for f in fields(Settings))}
+    return Loaded(settings, every, path, named_by, read)
+
+
+# ---------------------------------------------------------------- what is in force (tagger config)
+
+#: settings whose whole value is a secret: shown as "***" when set
+SECRETS = ("api_token",)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password masked (``user:***@host``, and a ``password=`` query value), to be
+    printed or logged; anything that is not such a URL is returned as it is."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    masked = url
+    if password is not None:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        masked = masked.replace(parts.netloc, f"{userinfo.split(':', 1)[0]}:***@{host}", 1)
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key.lower() == "password" and value:
+            masked = masked.replace(f"{key}={value}", f"{key}=***")
+    return masked
+
+
+def _plain(name: str, settings: Settings) -> Any:
+    """A setting's value in force as JSON-able data, secrets masked; the URLs as used (the
+    database and queue in data_dir when none is set)."""
+    if name == "db_url":
+        return mask_url(settings.database_url)
+    if name == "broker_url":
+        return mask_url(settings.queue_url)
+    value = getattr(settings, name)
+    if name in SECRETS:
+        return "***" if value else ""
+    if name == "path_map":
+        return {a: b for a, b in value}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def describe(loaded: Loaded) -> dict[str, Any]:
+    """The settings in force and where each came from, as plain data with secrets masked (what
+    ``tagger config --json`` prints): the config file, every setting, and the ``[genres]`` table
+    as the names written for every genre of the taxonomy."""
+    def source(src: Source) -> dict[str, Any]:
+        return {"source": src.kind, "from": src.where or None}
+
+    settings = {f.name: {"value": _plain(f.name, loaded.settings), **source(loaded.sources[f.name])}
+                for f in fields(Settings) if f.name != "genre_names"}
+    genres = {gid: {"name": loaded.settings.naming.shown(gid), **source(loaded.genre_source(gid))}
+              for gid in DISPLAY}
+    return {"config_file": {"path": str(loaded.file), "named_by": loaded.file_named_by or None,
+                            "read": loaded.file_read},
+            "settings": settings, "genres": genres}

@@ -20,6 +20,21 @@ def test_precedence_defaults_file_env_flags(tmp_path):
     assert s.is_embedded
 
 
+def test_each_settings_source_is_recorded_where_the_settings_are_built(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[tagger]\nworkers = 3\nmodel = "from-file"\n[genres]\nrock = "Rawk"\n')
+    loaded = config.load_with_sources({"model": "from-flag", "overwrite": None}, environ={"TAGGER_WORKERS": "4"},
+                                      config_file=cfg)
+    assert loaded.settings == config.load({"model": "from-flag"}, environ={"TAGGER_WORKERS": "4"}, config_file=cfg)
+    assert loaded.sources["workers"] == config.Source("env", "TAGGER_WORKERS")
+    assert loaded.sources["model"] == config.Source("flag", "model")
+    assert loaded.sources["genre_names"] == config.Source("file", str(cfg))
+    assert loaded.sources["overwrite"] == loaded.sources["windows"] == config.Source("default")
+    assert loaded.genre_source("rock") == config.Source("file", str(cfg))
+    assert loaded.genre_source("jazz") == config.Source("default")
+    assert (loaded.file, loaded.file_named_by, loaded.file_read) == (cfg, "--config", True)
+
+
 def test_redis_url_means_distributed(tmp_path):
     s = config.load(environ={"TAGGER_BROKER_URL": "redis://h:6379/0"}, config_file=tmp_path / "x.toml")
     assert not s.is_embedded and s.queue_url == "redis://h:6379/0"
@@ -121,3 +136,119 @@ def test_the_command_line_says_so_in_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "tagger", "report"], env={**env, "TAGGER_WORKERS": "-3"},
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "workers must be at least 0" in out.stderr and "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------- tagger config: what is in force, and whence
+
+def _tagger(tmp_path, *args, **env):
+    """``tagger ARGS`` in a real process, with only these TAGGER_* variables (and a HOME of its own)."""
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
+    base.update({"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / ".config"),
+                 "XDG_DATA_HOME": str(tmp_path / ".local/share"), **env})
+    return subprocess.run([sys.executable, "-m", "tagger", *args], env=base, capture_output=True, text=True,
+                          timeout=120)
+
+
+SECRET_ENV = {"TAGGER_MIN_CONFIDENCE": "0.4", "TAGGER_DB_URL": "postgresql+psycopg://tagger:s3cret@db.example/tagger",
+              "TAGGER_API_TOKEN": "tok-123456"}
+
+
+def test_tagger_config_says_where_each_setting_came_from(tmp_path):
+    import dataclasses
+    import json
+
+    cfg = tmp_path / "tagger.toml"
+    cfg.write_text('[tagger]\nworkers = 3\nmin_confidence = 0.5\ngenre_separator = " / "\n[genres]\nhiphop = "Rap"\n')
+    out = _tagger(tmp_path, "--broker", "redis://:hunter2@queue:6379/0", "config", "--json",
+                  TAGGER_CONFIG=str(cfg), **SECRET_ENV)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["config_file"] == {"path": str(cfg), "named_by": "TAGGER_CONFIG", "read": True}
+    got = {name: (e["value"], e["source"], e["from"]) for name, e in doc["settings"].items()}
+    assert got["workers"] == (3, "file", str(cfg))
+    assert got["genre_separator"] == (" / ", "file", str(cfg))
+    assert got["min_confidence"] == (0.4, "env", "TAGGER_MIN_CONFIDENCE")  # the environment beats the file
+    assert got["db_url"] == ("postgresql+psycopg://tagger:***@db.example/tagger", "env", "TAGGER_DB_URL")
+    assert got["broker_url"] == ("redis://:***@queue:6379/0", "flag", "--broker")
+    assert got["api_token"] == ("***", "env", "TAGGER_API_TOKEN")
+    assert got["windows"] == (10, "default", None)
+    assert got["data_dir"] == (str(tmp_path / ".local/share/tagger"), "default", None)
+    assert doc["genres"]["hiphop"] == {"name": "Rap", "source": "file", "from": str(cfg)}
+    assert doc["genres"]["rnb"] == {"name": "R&B", "source": "default", "from": None}
+    assert set(doc["settings"]) | {"genre_names"} == {f.name for f in dataclasses.fields(config.Settings)}
+    for secret in ("s3cret", "hunter2", "tok-123456"):
+        assert secret not in out.stdout
+
+    text = _tagger(tmp_path, "--broker", "redis://:hunter2@queue:6379/0", "config", TAGGER_CONFIG=str(cfg),
+                   **SECRET_ENV)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0] == f"# config file: {cfg} (named by TAGGER_CONFIG)"
+
+    def line(start):
+        (found,) = [ln for ln in lines if ln.startswith(start)]
+        return " ".join(found.split())
+
+    assert line("workers =") == "workers = 3 # config file"
+    assert line("min_confidence =") == "min_confidence = 0.4 # env TAGGER_MIN_CONFIDENCE"
+    assert line("broker_url =") == 'broker_url = "redis://:***@queue:6379/0" # flag --broker'
+    assert line("window_step =") == "window_step = 2 # default"
+    assert line("hiphop =") == 'hiphop = "Rap" # config file'
+    assert line("jazz =") == 'jazz = "Jazz" # default'
+    assert "[genres]" in text.stdout.split("\n[tagger]\n")[1]
+    for secret in ("s3cret", "hunter2", "tok-123456"):
+        assert secret not in text.stdout
+
+    # named on the command line instead; TAGGER_GENRE_NAMES replaces the file's [genres] table
+    flagged = _tagger(tmp_path, "--config", str(cfg), "config", "--json", TAGGER_GENRE_NAMES="rnb=Soul")
+    doc = json.loads(flagged.stdout)
+    assert doc["config_file"]["named_by"] == "--config"
+    assert doc["genres"]["rnb"] == {"name": "Soul", "source": "env", "from": "TAGGER_GENRE_NAMES"}
+    assert doc["genres"]["hiphop"] == {"name": "Hip-Hop", "source": "default", "from": None}
+
+
+def test_tagger_config_with_no_config_file_and_its_help(tmp_path):
+    import json
+
+    out = _tagger(tmp_path, "config", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["config_file"] == {"path": str(tmp_path / ".config/tagger/config.toml"), "named_by": None,
+                                  "read": False}
+    assert all(e["source"] == "default" for e in doc["settings"].values())
+    assert doc["settings"]["db_url"]["value"] == f"sqlite:///{tmp_path / '.local/share/tagger/tagger.sqlite3'}"
+    text = _tagger(tmp_path, "config")
+    assert text.stdout.splitlines()[0].endswith("(the default place; not there, none read)")
+    helped = _tagger(tmp_path, "config", "--help")
+    assert helped.returncode == 0 and "where each came from" in helped.stdout and "--json" in helped.stdout
+
+
+@pytest.mark.parametrize("text, message", [
+    ("not toml = = =", "cannot read config file"),
+    ("[tagger]\nworkers = 'many'\n", "setting workers: cannot use 'many'"),
+    ("[genres]\nshoegaze = 'Shoegaze'\n", "'shoegaze' is not one of tagger's genres"),
+])
+def test_tagger_config_on_a_broken_config_file_is_one_line_and_exit_1(tmp_path, text, message):
+    cfg = tmp_path / "broken.toml"
+    cfg.write_text(text)
+    out = _tagger(tmp_path, "config", TAGGER_CONFIG=str(cfg))
+    assert out.returncode == 1 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("Error: ") and message in out.stderr
+    missing = _tagger(tmp_path, "--config", str(tmp_path / "nope.toml"), "config")
+    assert missing.returncode == 1 and missing.stderr.strip() == f"Error: config file {tmp_path / 'nope.toml'} does not exist"
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql+psycopg://user:pa@ss@db:5432/tagger", "postgresql+psycopg://user:***@db:5432/tagger"),
+    ("redis://:secret@host:6379/0", "redis://:***@host:6379/0"),
+    ("rediss://default:secret@host/1", "rediss://default:***@host/1"),
+    ("postgresql://db/tagger?user=u&password=secret", "postgresql://db/tagger?user=u&password=***"),
+    ("postgresql+psycopg://user@db/tagger", "postgresql+psycopg://user@db/tagger"),
+    ("sqlite:////home/u/.local/share/tagger/tagger.sqlite3", "sqlite:////home/u/.local/share/tagger/tagger.sqlite3"),
+])
+def test_passwords_in_urls_are_masked(url, shown):
+    assert config.mask_url(url) == shown

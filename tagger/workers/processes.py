@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Optional
 
-from tagger.config import Settings
+from tagger.config import Settings, mask_url
 
 log = logging.getLogger("tagger.worker")
 
@@ -51,7 +51,7 @@ def run(settings: Settings, threads: int = 1, queues: Optional[list[str]] = None
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     worker.start()
-    log.info("worker %s ready on %s", os.getpid(), _redact(settings.queue_url))
+    log.info("worker %s ready on %s", os.getpid(), mask_url(settings.queue_url))
     try:
         while not stop.wait(0.5):
             if parent and os.getppid() != parent:
@@ -109,13 +109,6 @@ def warm_up(settings: Settings) -> None:
         log.info("worker %s warmed up %s in %.1fs", os.getpid(), model.card.name, time.monotonic() - started)
     except Exception as exc:
         log.warning("warm-up failed (%s); the first job will load the model", exc)
-
-
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 class ProcessGroup:
