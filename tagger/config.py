@@ -85,7 +85,8 @@ class Settings:
     genre_names: tuple[tuple[str, str], ...] = ()
     #: only these genres are written (ids or names); empty: all
     genres_only: tuple[str, ...] = ()
-    #: joins several genres into one value (e.g. "; "); empty: one value per genre
+    #: joins several genres into one value in every format (e.g. " / "); empty: several values where
+    #: the format's players read them all (Vorbis comments), else joined with naming.JOIN ("; ")
     genre_separator: str = ""
 
     @property

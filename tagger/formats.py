@@ -28,7 +28,7 @@ class Format:
     label: str  # how messages name it
     extensions: tuple[str, ...]  # lower case, with the dot; the first is the usual one
     decoder: str  # "soundfile": libsndfile, seeking; "av": PyAV first (libsndfile cannot, or seeks inexactly)
-    tag_family: str  # which field table applies (tagger.tags.FIELD_TABLE): "id3", "vorbis", "mp4"
+    tag_family: str  # how its tags are stored (tagger/tags/fields.py): "id3", "riff" (ID3 + RIFF INFO), "vorbis", "mp4"
     mutagen: str  # "module:Class" that opens it for tagging
     payload: str  # how its audio payload is found for the fingerprint: a key of tagger.tags' hashers
 
@@ -41,7 +41,8 @@ RECORDS: dict[str, Format] = {f.name: f for f in (
     Format("opus", "Opus", (".opus",), "soundfile", "vorbis", "mutagen.oggopus:OggOpus", "ogg"),
     # .aac only when it holds MP4: raw ADTS is refused (see the module docstring)
     Format("m4a", "MP4/M4A", (".m4a", ".m4b", ".mp4", ".aac"), "av", "mp4", "mutagen.mp4:MP4", "mp4"),
-    Format("wav", "WAV", (".wav",), "soundfile", "id3", "mutagen.wave:WAVE", "riff"),
+    # the genre also in the RIFF INFO list, which ffprobe and many players read over the ID3 chunk
+    Format("wav", "WAV", (".wav",), "soundfile", "riff", "mutagen.wave:WAVE", "riff"),
     Format("aiff", "AIFF", (".aif", ".aiff", ".aifc"), "soundfile", "id3", "mutagen.aiff:AIFF", "aiff"),
 )}
 

@@ -6,10 +6,14 @@ into a file is its display name, spelled as players' genre lists and beets'
 canonical tree spell it (``Hip-Hop``, ``R&B``, ``Electronic``), unless the
 user renames it (``[genres]`` in the config file). ``genres_only`` keeps a
 whitelist: a track whose top genre is not on it gets no tag (it is listed with
-the low-confidence files), and lesser genres off it are left out. Several
-genres are several values of the genre field; with ``genre_separator`` set
-they are joined into one (``Rock; Metal``) for players that show only the
-first value.
+the low-confidence files), and lesser genres off it are left out.
+
+Several genres are written as players of each format read them: several values
+of the genre field where the format lists them and players show them all
+(Vorbis comments: FLAC, Ogg, Opus), one value joined with ``JOIN``
+(``Rock; Metal``) where players show only the first of several (ID3 in MP3,
+WAV and AIFF, v2.3 and v2.4 alike; MP4). A ``genre_separator`` the user sets
+joins them with it in every format.
 
 Pure standard library: the settings are built from it before anything heavy.
 """
@@ -47,6 +51,11 @@ def genre_id(name: str, names: Iterable[tuple[str, str]] = ()) -> Optional[str]:
     return _ALIASES.get(key)
 
 
+#: joins several genres into one value where players show only the first of several values (ID3, MP4)
+#: and the user chose no separator
+JOIN = "; "
+
+
 @dataclass(frozen=True)
 class Naming:
     """The user's choices: renamed genres, the whitelist (taxonomy ids), the separator."""
@@ -59,14 +68,23 @@ class Naming:
         """The name written for the taxonomy id ``gid``."""
         return dict(self.names).get(gid) or DISPLAY.get(gid, gid)
 
-    def written(self, genres: Iterable[str]) -> list[str]:
+    def written(self, genres: Iterable[str], lists: bool = True) -> list[str]:
         """The genre field's values for a prediction's genres (taxonomy ids, best first); empty when
-        the top genre is off the whitelist."""
+        the top genre is off the whitelist. ``lists``: the file's format keeps several genres as
+        several values (``tagger.tags.lists_genres``); where it does not they are joined into one,
+        with the user's separator or ``JOIN``."""
         genres = list(genres)
         if not genres or (self.only and genres[0] not in self.only):
             return []
         values = [self.shown(g) for g in genres if not self.only or g in self.only]
-        return [self.separator.join(values)] if self.separator and len(values) > 1 else values
+        separator = self.separator or ("" if lists else JOIN)
+        return [separator.join(values)] if separator and len(values) > 1 else values
+
+    def top(self, value: str) -> str:
+        """The first genre of a value as written: ``Rock`` of ``Rock; Metal`` (several joined into one)."""
+        if genre_id(value, self.names) is not None:
+            return value  # a genre's own name, even one that holds the separator
+        return value.split(self.separator or JOIN, 1)[0]
 
 
 def check(names: Iterable[tuple[str, str]], only: Iterable[str]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:

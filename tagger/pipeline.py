@@ -101,14 +101,16 @@ def check_file(path: str, path_map: bool = False) -> str:
     return formats.confirm(path)  # the content must agree with the name
 
 
-def fields_for(prediction: Prediction, options: ScanOptions) -> Optional[dict[str, list[str]]]:
-    """tagger's fields as a scan with ``options`` writes them for ``prediction``: the genres as
-    named (``options.naming``), the confidence, the model; None when no genre may be written."""
-    genres = options.naming.written(prediction.genres or [prediction.genre])
+def fields_for(prediction: Prediction, options: ScanOptions, fmt: str) -> Optional[dict[str, list[str]]]:
+    """tagger's fields as a scan with ``options`` writes them for ``prediction`` into a file of
+    format ``fmt``: the genres as named (``options.naming``; several as the format's players read
+    them, ``tags.lists_genres``), the confidence, the model, and what the format stores a second
+    time (``tags.stored``: a WAV's INFO genre); None when no genre may be written."""
+    genres = options.naming.written(prediction.genres or [prediction.genre], lists=tags.lists_genres(fmt))
     if not genres:
         return None
-    return {"genre": genres, "confidence": [f"{prediction.confidence:.3f}"],
-            "model": [f"{prediction.model} {prediction.version}"]}
+    return tags.stored(fmt, {"genre": genres, "confidence": [f"{prediction.confidence:.3f}"],
+                             "model": [f"{prediction.model} {prediction.version}"]})
 
 
 def _run(job: record.Job, settings: Settings) -> tuple[str, Prediction, Optional[dict]]:
@@ -125,7 +127,7 @@ def _run(job: record.Job, settings: Settings) -> tuple[str, Prediction, Optional
         return s.LOW_CONFIDENCE, prediction, {"before": current, "after": None}
     if record.is_users_genre(current) and not opts.overwrite:
         return s.KEPT, prediction, {"before": current, "after": None}
-    wanted = fields_for(prediction, opts)
+    wanted = fields_for(prediction, opts, fmt)
     if wanted is None:  # its top genre is off the user's list (genres_only)
         return s.LOW_CONFIDENCE, prediction, {"before": current, "after": None}
     change_id, before = record.begin_change(settings, file_id=job.file_id, scan_id=job.scan_id,

@@ -27,6 +27,7 @@ from tagger.db import schema as s
 from tagger.db.engine import session_scope
 from tagger.errors import TaggerError
 from tagger.models.base import Prediction
+from tagger.naming import Naming
 from tagger.options import ScanOptions
 
 log = logging.getLogger("tagger.record")
@@ -35,13 +36,17 @@ log = logging.getLogger("tagger.record")
 # ---------------------------------------------------------------- whose genre it is
 
 def is_users_genre(fields: dict[str, list[str]]) -> bool:
-    """Whether a file's genre was set by its user (a genre, and no tagger model beside it)."""
-    return bool(fields.get("genre")) and not fields.get("model")
+    """Whether a file's genre was set by its user: a genre a player shows (the genre field, or a
+    WAV's RIFF INFO genre) and no tagger model beside it."""
+    return bool(tags.shown_genre(fields)) and not fields.get("model")
 
 
-def our_genre(fields: dict[str, list[str]]) -> Optional[str]:
-    """The genre tagger wrote, when ``fields`` are tagger's (a model beside the genre); else None."""
-    return (fields.get("genre") or [None])[0] if fields.get("model") else None
+def our_genre(fields: dict[str, list[str]], naming: Naming = Naming()) -> Optional[str]:
+    """The top genre tagger wrote (``Rock`` of ``Rock; Metal``, several joined into one value), when
+    ``fields`` are tagger's (a model beside the genre); else None."""
+    if not fields.get("model") or not fields.get("genre"):
+        return None
+    return naming.top(fields["genre"][0])
 
 
 # ---------------------------------------------------------------- analyses
@@ -100,7 +105,7 @@ def finish(settings: Settings, job: Job, status: str, p: Prediction, before: Opt
             analysis_id=job.analysis_id, file_id=job.file_id, genre=p.genre, genres=list(p.genres),
             confidence=p.confidence, top=[[g, round(q, 6)] for g, q in p.top], model=p.model,
             model_version=p.version, decided_by=p.decided_by,
-            previous_genre=list((before or {}).get("genre", [])),
+            previous_genre=tags.shown_genre(before or {}),
         ))
         f = db.get(s.File, job.file_id)
         f.size, f.mtime_ns = size, mtime_ns
@@ -186,9 +191,9 @@ def settle_pending(settings: Settings, file_id: int, current: dict, keep: Option
             created = change.created_at if change.created_at.tzinfo else change.created_at.replace(tzinfo=old.tzinfo)
             if change.analysis_id is None and created > old:
                 continue
-            if dict(change.after) == current:
+            if tags.holds(current, change.after):
                 change.state = s.ChangeState.DONE
-            elif dict(change.before) == current:
+            elif tags.holds(current, change.before):
                 change.state = s.ChangeState.FAILED
             else:
                 continue
@@ -216,11 +221,11 @@ def journaled_write(settings: Settings, change_id: int, path: str, fmt: str, exp
         change = db.get(s.TagChange, change_id, populate_existing=True)
         wanted = dict(change.after)
         current = tags.read(path, fmt)
-        if change.state == s.ChangeState.DONE and current == wanted:
+        if change.state == s.ChangeState.DONE and tags.holds(current, wanted):
             return False  # its twin wrote it
         written = None
         try:
-            if current != wanted:
+            if not tags.holds(current, wanted):
                 written = tags.write(path, fmt, wanted, expect=expect)
         except TaggerError:
             change.state = s.ChangeState.FAILED  # the file is as it was

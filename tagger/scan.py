@@ -478,20 +478,21 @@ def _would(row: dict, options: ScanOptions) -> None:
     if row["predicted"] is not None:
         wanted = pipeline.fields_for(Prediction(
             genre=row["predicted"], confidence=float(row["_confidence"]), top=[], model=row["_model"],
-            version=row["_version"], decided_by="", genres=row["_predicted_genres"]), options)
+            version=row["_version"], decided_by="", genres=row["_predicted_genres"]), options, row["_format"])
     if row["confidence"] is not None and row["_confidence"] < options.min_confidence:
         row["would"] = "low_confidence"
     elif current is None:
         row["would"] = None
     elif record.is_users_genre(current) and not options.overwrite:
         row["would"] = "keep"
-        row["genre"], row["genres"] = current["genre"][0], list(current["genre"])
+        shown = tags.shown_genre(current)
+        row["genre"], row["genres"] = shown[0], shown
     elif wanted is None:  # its genre is off the user's list (genres_only): a scan writes nothing
         row["would"] = "low_confidence"
     else:
         row["would"] = "write"
         row["genre"], row["genres"] = row["predicted"], list(row["_predicted_genres"] or [row["predicted"]])
-        row["change"] = {"before": {k: list(current.get(k, [])) for k in tags.FIELDS}, "after": wanted,
+        row["change"] = {"before": {k: list(v) for k, v in current.items()}, "after": wanted,
                          "state": None}
 
 

@@ -93,10 +93,10 @@ def revert(settings: Settings, change_id: int, dry_run: bool = False) -> UndoRes
     except (TaggerError, OSError) as exc:
         result.status, result.reason = "failed", str(exc) if isinstance(exc, TaggerError) else exc.strerror
         return result
-    if current == before:
+    if tags.holds(current, before):
         result.status, result.reason = "unchanged", "the file already holds these values"
         return result
-    if current != after:
+    if not tags.holds(current, after):
         result.status = "skipped"
         result.reason = "the file's tags changed since tagger wrote them; left as they are"
         return result
@@ -111,7 +111,7 @@ def revert(settings: Settings, change_id: int, dry_run: bool = False) -> UndoRes
         result.status, result.reason = "failed", str(exc)
         return result
     with session_scope(settings.database_url) as db:
-        db.get(s.File, f.id).genre = record.our_genre(before)
+        db.get(s.File, f.id).genre = record.our_genre(before, settings.naming)
     result.change_id = record_id
     return result
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import shutil
 import struct
 import subprocess
@@ -125,9 +126,12 @@ def make_png(width: int = 16, height: int = 16, seed: int = 1) -> bytes:
 # ---------------------------------------------------------------- files
 def make_audio(dir: str | Path, fmt: str, name: str | None = None, seconds: float = 8.0,
                tags: dict[str, list[str]] | None = None, cover: bytes | None = None,
-               sr: int = 44100, channels: int = 2, kind: str = "music") -> Path:
+               sr: int = 44100, channels: int = 2, kind: str = "music",
+               metadata: dict[str, str] | None = None) -> Path:
     """Encode :func:`music_signal` to ``fmt`` with ffmpeg, then add tags and cover with mutagen.
 
+    ``metadata``: tags ffmpeg writes itself, by its names (``title``, ``artist``, ``genre``), the
+    way its muxer does (a WAV's RIFF INFO list: ``INAM``, ``IART``, ``IGNR``).
     Returns the path of the new file ``dir/name`` (default ``<kind>.<ext>``).
     """
     if fmt not in FORMATS:
@@ -139,7 +143,8 @@ def make_audio(dir: str | Path, fmt: str, name: str | None = None, seconds: floa
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src.wav"
         sf.write(src, signal, sr, subtype="FLOAT")
-        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), "-map_metadata", "-1",
+        given = [a for k, v in (metadata or {}).items() for a in ("-metadata", f"{k}={v}")]
+        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), "-map_metadata", "-1", *given,
                "-fflags", "+bitexact", *_FFMPEG_CODEC[fmt], "-f", _muxer(fmt), str(path)]
         subprocess.run(cmd, check=True, capture_output=True)
     if tags or cover:
@@ -235,13 +240,15 @@ class AudioFactory:
 
     def __call__(self, fmt: str, name: str | None = None, seconds: float = 8.0,
                  tags: dict[str, list[str]] | None = None, cover: bytes | None = None,
-                 sr: int = 44100, channels: int = 2, kind: str = "music") -> Path:
-        key = repr((fmt, seconds, sorted((tags or {}).items()), cover, sr, channels, kind))
+                 sr: int = 44100, channels: int = 2, kind: str = "music",
+                 metadata: dict[str, str] | None = None) -> Path:
+        key = repr((fmt, seconds, sorted((tags or {}).items()), cover, sr, channels, kind)
+                   + ((sorted(metadata.items()),) if metadata else ()))
         digest = hashlib.sha1(key.encode()).hexdigest()[:16]
         cached = self.cache / f"{digest}{SUFFIX[fmt]}"
         if not cached.exists():
             made = make_audio(self.cache, fmt, f".{digest}.partial{SUFFIX[fmt]}", seconds, tags,
-                              cover, sr, channels, kind)
+                              cover, sr, channels, kind, metadata)
             made.replace(cached)
         dest = self.out / (name or f"{kind}{SUFFIX[fmt]}")
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -324,3 +331,46 @@ def cover_of(path: str | Path, fmt: str) -> bytes | None:
         return Picture(base64.b64decode(blocks[0])).data if blocks else None
     covers = f.tags.get("covr") or []
     return bytes(covers[0]) if covers else None
+
+
+# ---------------------------------------------------------------- what players see
+def ffprobe_genre(path: str | Path) -> str | None:
+    """The genre FFmpeg shows for a file (players built on it show the same): ``ffprobe
+    -show_entries format_tags=genre``, or the stream's tags where the container keeps them per
+    stream (Ogg's Vorbis comments). Several values of one field FFmpeg joins with ";"; None: no genre."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format_tags=genre:stream_tags=genre",
+                          "-of", "json", str(path)], capture_output=True, text=True, check=True)
+    doc = json.loads(out.stdout)
+    for tags in [doc.get("format", {}).get("tags", {})] + [s.get("tags", {}) for s in doc.get("streams", [])]:
+        for key, value in tags.items():
+            if key.lower() == "genre":
+                return value
+    return None
+
+
+def riff_chunks(path: str | Path | bytes) -> list[tuple[bytes, int, bytes]]:
+    """A WAV file's top-level chunks (the file, or its bytes) as (id, offset, the chunk's bytes:
+    header, body, pad byte)."""
+    data = path if isinstance(path, bytes) else Path(path).read_bytes()
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    out, at = [], 12
+    while at + 8 <= len(data):
+        n = int.from_bytes(data[at + 4:at + 8], "little")
+        end = at + 8 + n + (n & 1)
+        out.append((data[at:at + 4], at, data[at:end]))
+        at = end
+    return out
+
+
+def riff_info(path: str | Path | bytes) -> list[tuple[str, bytes]]:
+    """The entries of a WAV's LIST/INFO chunks (the file, or its bytes), in order, as (id, the
+    stored text bytes)."""
+    out = []
+    for cid, _, raw in riff_chunks(path):
+        if cid == b"LIST" and raw[8:12] == b"INFO":
+            body, at = raw[12:8 + int.from_bytes(raw[4:8], "little")], 0
+            while at + 8 <= len(body):
+                n = int.from_bytes(body[at + 4:at + 8], "little")
+                out.append((body[at:at + 4].decode("ascii"), body[at + 8:at + 8 + n]))
+                at += 8 + n + (n & 1)
+    return out

@@ -20,6 +20,12 @@ def test_every_genre_of_the_taxonomy_has_a_display_name():
 def test_names_written_and_read_back_as_ids():
     assert Naming().written(["hiphop", "rnb"]) == ["Hip-Hop", "R&B"]
     assert Naming(separator="; ").written(["rock", "metal"]) == ["Rock; Metal"]
+    # where players show one value of several (ID3, MP4): joined, with "; " unless the user chose a separator
+    assert Naming().written(["rock", "metal"], lists=False) == ["Rock; Metal"]
+    assert Naming(separator=" / ").written(["rock", "metal"], lists=False) == ["Rock / Metal"]
+    assert Naming().written(["rock"], lists=False) == ["Rock"]
+    assert Naming().top("Rock; Metal") == "Rock" and Naming(separator=" / ").top("Rock / Metal") == "Rock"
+    assert Naming(names=(("rock", "Rock; Roll"),)).top("Rock; Roll") == "Rock; Roll"  # a name of the user's
     assert Naming(names=(("hiphop", "Rap"),)).written(["hiphop"]) == ["Rap"]
     only = Naming(only=("rock", "jazz"))
     assert only.written(["rock", "metal", "jazz"]) == ["Rock", "Jazz"]

@@ -51,6 +51,12 @@ def plain_fields(path: Path, fmt: str) -> dict[str, list[str]]:
     return out
 
 
+def as_read(fmt: str, values: dict[str, list[str]]) -> dict[str, list[str]]:
+    """What ``tags.read`` gives for a file holding ``values``: for a WAV also its RIFF INFO genre
+    (``info_genre``; tagger/tags/riff.py), which a write leaves alone unless given it (none here)."""
+    return {**values, "info_genre": list(values.get("info_genre", []))} if fmt == "wav" else values
+
+
 def others(snapshot: dict, fmt: str) -> dict:
     ours = set(PLAIN_KEYS[FAMILY[fmt]].values())
     return {k: v for k, v in snapshot.items() if k not in ours}
@@ -75,8 +81,8 @@ def test_write_lands_in_the_formats_own_fields(tagged, fmt):
     result = tags.write(path, fmt, NEW)
     assert plain_fields(path, fmt) == NEW
     assert result.changed
-    assert result.before == {"genre": ["Chanson"], "confidence": [], "model": []}
-    assert result.after == NEW == tags.read(path, fmt)
+    assert result.before == as_read(fmt, {"genre": ["Chanson"], "confidence": [], "model": []})
+    assert result.after == as_read(fmt, NEW) == tags.read(path, fmt)
     assert result.stat == tags.FileStat.of(path)
 
 
@@ -101,12 +107,13 @@ def test_restoring_previous_values_gives_back_the_file_tags_exactly(tagged, fmt)
     path = tagged(fmt)
     snapshot = all_tags(path, fmt)
     previous = tags.read(path, fmt)
-    assert previous == {"genre": ["Chanson"], "confidence": [], "model": []}
+    assert previous == as_read(fmt, {"genre": ["Chanson"], "confidence": [], "model": []})
     tags.write(path, fmt, NEW)
     tags.write(path, fmt, {"genre": ["Rock", "Pop"], "confidence": ["0.5"]})  # a second scan
     undo = tags.write(path, fmt, previous)
-    assert undo.before == {"genre": ["Rock", "Pop"], "confidence": ["0.5"], "model": NEW["model"]}
-    assert plain_fields(path, fmt) == previous  # the user's genre is back, our fields are gone
+    assert undo.before == as_read(fmt, {"genre": ["Rock", "Pop"], "confidence": ["0.5"], "model": NEW["model"]})
+    # the user's genre is back, our fields are gone
+    assert plain_fields(path, fmt) == {"genre": ["Chanson"], "confidence": [], "model": []}
     assert all_tags(path, fmt) == snapshot
 
 
@@ -114,10 +121,11 @@ def test_restoring_previous_values_gives_back_the_file_tags_exactly(tagged, fmt)
 def test_undo_on_an_untagged_file_removes_our_fields(audio_factory, fmt):
     path = audio_factory(fmt, seconds=2.0)
     previous = tags.read(path, fmt)
-    assert previous == {"genre": [], "confidence": [], "model": []}
-    tags.write(path, fmt, NEW)
+    assert previous == as_read(fmt, {"genre": [], "confidence": [], "model": []})
+    tags.write(path, fmt, tags.stored(fmt, NEW))  # as a scan writes it: a WAV's INFO genre too
     tags.write(path, fmt, previous)
-    assert plain_fields(path, fmt) == previous
+    assert tags.read(path, fmt) == previous
+    assert plain_fields(path, fmt) == {"genre": [], "confidence": [], "model": []}
     assert others(all_tags(path, fmt), fmt) == others(all_tags(audio_factory(fmt, "again", seconds=2.0), fmt), fmt)
 
 
@@ -375,7 +383,7 @@ def test_any_tags_survive_a_write_and_its_undo(audio_cache, fmt, data):
             assert "cannot store" in str(e)
             assert path.read_bytes() == data
             return
-        assert tags.read(path, fmt) == new
+        assert tags.read(path, fmt) == as_read(fmt, new)
         tags.write(path, fmt, previous)
         assert tags.read(path, fmt) == previous
         assert all_tags(path, fmt) == snapshot

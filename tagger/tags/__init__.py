@@ -4,13 +4,27 @@ The field table
 ---------------
 Each logical field is declared once with its storage in every tag family
 (:data:`FIELD_TABLE`, tagger/tags/fields.py); a format's record
-(tagger/formats.py) says which family it uses. The three families
-(:class:`_ID3`, :class:`_Vorbis`, :class:`_MP4`) implement the same small
-interface; nothing above them branches on the format.
+(tagger/formats.py) says which family it uses. The families (:class:`_ID3`,
+:class:`_RiffID3` for WAV, :class:`_Vorbis`, :class:`_MP4`) implement the same
+small interface; nothing above them branches on the format.
+
+What players read decides two things, per family (measured with ffprobe, FFmpeg
+5.1): several genres are several values only in Vorbis comments, whose every
+value FFmpeg shows; in ID3 (v2.3 and v2.4) and MP4 it shows the first of
+several, so there they are one value joined with ``naming.JOIN``
+(:func:`lists_genres`, used by the naming). And a WAV keeps its genre twice: in
+its ``id3 `` chunk and in its RIFF INFO list (``IGNR``, tagger/tags/riff.py),
+which FFmpeg shows over the ID3 chunk's. The INFO genre is a field of its own
+(``info_genre``, read as the file holds it, so undo gives it back); what a scan
+writes is :func:`stored`, which gives it the genre; :func:`shown_genre` is the
+genre a player shows (the genre field, else the INFO genre); :func:`holds`
+compares a file's fields with a recorded change, leaving out fields the record
+does not name (a WAV change an older tagger recorded without ``info_genre``).
 
 The package: fields.py (the field table and the families), writing.py (the
 safe write below, ``read``, the temporary copies), payload.py (container
-parsing: the audio payload fingerprint and the raw ID3 frames).
+parsing: the audio payload fingerprint and the raw ID3 frames), riff.py (a
+WAV's RIFF INFO list).
 
 Write safety (see :func:`write`)
 --------------------------------
@@ -84,10 +98,11 @@ permission bits, owner and group are).
 """
 from __future__ import annotations
 
-from tagger.tags.fields import FIELD_TABLE, FIELDS
+from tagger.tags.fields import FIELD_TABLE, FIELDS, holds, lists_genres, shown_genre, stored
 from tagger.tags.payload import audio_fingerprint
 from tagger.tags.writing import (STALE_TEMP_AGE_S, TEMP_MARK, FileStat, UnreadableFrames, WriteResult, is_temp_name,
                                  read, remove_stale_temps, write)
 
 __all__ = ["FIELDS", "FIELD_TABLE", "FileStat", "WriteResult", "UnreadableFrames", "read", "write",
+           "stored", "lists_genres", "shown_genre", "holds",
            "audio_fingerprint", "TEMP_MARK", "STALE_TEMP_AGE_S", "is_temp_name", "remove_stale_temps"]

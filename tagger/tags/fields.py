@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 from tagger import formats
 from tagger.errors import UnsupportedFormat
+from tagger.naming import JOIN
+from tagger.tags import riff
 from tagger.tags.payload import id3_losses, id3_tag_bytes
 
 #: the logical fields tagger owns, in a stable order
@@ -29,10 +31,13 @@ FIELD_TABLE: dict[str, dict[str, str]] = {
               "mp4": "----:com.apple.iTunes:TAGGER_MODEL"},
 }
 
+#: the fields a player may show as the genre, the first that holds one: the genre field, else a
+#: WAV's RIFF INFO genre (which only a WAV has; see _RiffID3)
+SHOWN_GENRE = ("genre", "info_genre")
+
+
 def _digest(*parts: Any) -> str:
     return hashlib.sha256(repr(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
 
 
 # ---------------------------------------------------------------- tag families
@@ -40,6 +45,35 @@ class _Family:
     """How one tag family stores a key: get, put, drop; what else it holds; how to save."""
 
     name: str
+    #: whether players read several values of one field (for several genres): Vorbis comments
+    #: yes; ID3 and MP4 players (FFmpeg's among them) show the first only
+    lists_values: bool = False
+    #: fields only this family stores, besides FIELDS: field -> its key
+    extra: dict[str, str] = {}
+
+    def key(self, field: str) -> str:
+        return self.extra.get(field) or FIELD_TABLE[field][self.name]
+
+    def fields(self, f: Any) -> dict[str, list[str]]:
+        """Our fields as the opened file holds them (``[]`` when absent)."""
+        if f.tags is None:
+            return {field: [] for field in FIELDS}
+        return {field: self.get(f.tags, FIELD_TABLE[field][self.name]) for field in FIELDS}
+
+    def stored(self, values: dict[str, list[str]]) -> dict[str, list[str]]:
+        """``values`` with what this family stores a second time (a WAV's genre, in its INFO list)."""
+        return values
+
+    def change(self, f: Any, changes: dict[str, list[str]]) -> None:
+        """Set each field of ``changes`` (``[]``: remove it) in the opened file ``f``, and save it."""
+        if f.tags is None:
+            f.add_tags()
+        for field, values in changes.items():
+            if values:
+                self.put(f.tags, self.key(field), values)
+            else:
+                self.drop(f.tags, self.key(field))
+        self.save(f)
 
     def get(self, tags: Any, key: str) -> list[str]:
         raise NotImplementedError
@@ -134,10 +168,46 @@ class _ID3(_Family):
         f.save(v2_version=version, v23_sep=None)
 
 
+class _RiffID3(_ID3):
+    """A WAV file: ID3 frames in its ``id3 `` chunk, as for MP3, and the genre a second time in its
+    RIFF INFO list (``IGNR``, tagger/tags/riff.py), which ffprobe (whose INFO genre wins over the
+    ID3 chunk's), Windows and many players read. The INFO genre is a field of its own,
+    ``info_genre``, so that what the file held there is recorded and an undo gives it back."""
+
+    extra = {"info_genre": "IGNR"}
+
+    def fields(self, f):
+        info = riff.read(f.filename)
+        return {**super().fields(f), **{field: info.get(cid, []) for field, cid in self.extra.items()}}
+
+    def stored(self, values):
+        if "genre" not in values or "info_genre" in values:
+            return values
+        genre = values["genre"]
+        return {**values, "info_genre": [JOIN.join(genre)] if genre else []}
+
+    def cannot_store(self, key, value):
+        if key in self.extra.values():
+            return "RIFF INFO text cannot contain NUL characters" if "\x00" in value else None
+        return super().cannot_store(key, value)
+
+    def change(self, f, changes):
+        in_id3 = {k: v for k, v in changes.items() if k not in self.extra}
+        if in_id3:
+            super().change(f, in_id3)
+        for field, cid in self.extra.items():
+            if field in changes:
+                riff.write(f.filename, cid, changes[field])
+
+    def others(self, f):
+        return super().others(f) + riff.others(f.filename, skip=set(self.extra.values()))
+
+
 class _Vorbis(_Family):
     """Vorbis comments (FLAC, Ogg Vorbis, Opus): KEY=value pairs, keys case-insensitive."""
 
     name = "vorbis"
+    lists_values = True
 
     def get(self, tags, key):
         return list(tags[key]) if key in tags else []
@@ -198,7 +268,7 @@ class _MP4(_Family):
                       for k, vals in f.tags.items() if k not in ours)
 
 
-FAMILIES: dict[str, _Family] = {"id3": _ID3(), "vorbis": _Vorbis(), "mp4": _MP4()}
+FAMILIES: dict[str, _Family] = {"id3": _ID3(), "riff": _RiffID3(), "vorbis": _Vorbis(), "mp4": _MP4()}
 
 
 # ---------------------------------------------------------------- lookups
@@ -219,12 +289,38 @@ def opener(fmt: str) -> Callable[[str], Any]:
 
 
 def keys_of(family: "_Family") -> list[tuple[str, str]]:
-    return [(field, FIELD_TABLE[field][family.name]) for field in FIELDS]
+    """(field, key) of every field the family stores: FIELDS, then its own."""
+    return [(field, family.key(field)) for field in (*FIELDS, *family.extra)]
 
 
 def fields_of(family: "_Family", f: Any) -> dict[str, list[str]]:
-    if f.tags is None:
-        return {field: [] for field in FIELDS}
-    return {field: family.get(f.tags, key) for field, key in keys_of(family)}
+    return family.fields(f)
+
+
+def lists_genres(fmt: str) -> bool:
+    """Whether players read several values of a format's genre field (Vorbis comments), so several
+    genres are written as several values; elsewhere (ID3, MP4) they are joined into one."""
+    return family_of(fmt).lists_values
+
+
+def stored(fmt: str, values: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The fields a write of ``values`` gives a file of format ``fmt``: ``values`` and what the format
+    keeps a second time (a WAV's genre, in its RIFF INFO list: ``info_genre``). What a scan writes."""
+    return family_of(fmt).stored(values)
+
+
+def shown_genre(fields: dict[str, list[str]]) -> list[str]:
+    """The genre a player shows from a file's fields: its genre field, else a WAV's INFO genre."""
+    for field in SHOWN_GENRE:
+        if fields.get(field):
+            return list(fields[field])
+    return []
+
+
+def holds(current: dict[str, list[str]], recorded: dict[str, list[str]]) -> bool:
+    """Whether a file's fields (``current``, as read) hold what a change recorded. A field the record
+    does not name (one an older tagger did not keep: a WAV's INFO genre) is not compared; that write
+    left it alone."""
+    return all(list(current.get(field, [])) == list(values) for field, values in recorded.items())
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from tagger.errors import FileChanged, FileMissing, TaggerError, TagWriteError, UnreadableAudio
-from tagger.tags.fields import FIELD_TABLE, FIELDS, _Family, family_of, fields_of, keys_of, opener
+from tagger.tags.fields import _Family, family_of, fields_of, keys_of, opener
 from tagger.tags.payload import audio_fingerprint, copy_file, reason
 
 #: marks our temporary copies: ``.<name>.tagger-<random>.tmp`` (see :func:`is_temp_name`)
@@ -64,15 +64,19 @@ def read(path: str | Path, fmt: str) -> dict[str, list[str]]:
     """Current values of our fields (``[]`` when absent); raises UnreadableAudio."""
     family = family_of(fmt)
     f = _load(path, fmt, UnreadableAudio)
-    return fields_of(family, f)
+    try:
+        return fields_of(family, f)
+    except (OSError, ValueError) as e:  # a container the family walks itself (a WAV's chunks)
+        raise UnreadableAudio(f"cannot read the tags ({reason(e)})") from None
 
 
 def write(path: str | Path, fmt: str, values: dict[str, list[str]], *,
           expect: FileStat | None = None) -> WriteResult:
     """Set our fields to ``values`` (field -> list of strings; ``[]`` removes the field).
 
-    Fields not in ``values`` keep their value. See the module docstring for
-    the safety guarantees and the mtime policy.
+    Fields not in ``values`` keep their value, a WAV's ``info_genre`` included: what a scan
+    writes is ``tags.stored(fmt, values)``, which gives it the genre. See the module docstring
+    for the safety guarantees and the mtime policy.
 
     Raises
     ------
@@ -112,8 +116,11 @@ def write(path: str | Path, fmt: str, values: dict[str, list[str]], *,
         raise TagWriteError(f"the folder {folder} is read-only (a safe write needs a temporary file there)")
 
     original = _load(real, fmt, TagWriteError)
-    before = fields_of(family, original)
-    target = {k: list(values.get(k, before[k])) for k in FIELDS}
+    try:
+        before = fields_of(family, original)
+    except (OSError, ValueError) as e:
+        raise TagWriteError(f"cannot read the tags ({reason(e)})") from None
+    target = {k: list(values.get(k, before[k])) for k in before}
     try:
         fingerprint = audio_fingerprint(real, fmt)
     except UnreadableAudio as e:
@@ -136,16 +143,8 @@ def write(path: str | Path, fmt: str, values: dict[str, list[str]], *,
         with os.fdopen(fd, "wb") as out, open(real, "rb") as src:
             copy_file(src, out, st.st_size)
         copy = _load(tmp, fmt, TagWriteError)
-        if copy.tags is None:
-            copy.add_tags()
-        for field, key in keys_of(family):
-            if target[field] == before[field]:
-                continue  # untouched fields stay exactly as they are stored
-            if target[field]:
-                family.put(copy.tags, key, target[field])
-            else:
-                family.drop(copy.tags, key)
-        family.save(copy)
+        # untouched fields stay exactly as they are stored
+        family.change(copy, {k: v for k, v in target.items() if v != before[k]})
         _verify(tmp, fmt, family, target, others, fingerprint)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -208,12 +207,13 @@ def remove_stale_temps(folder: str | Path, older_than_s: float = STALE_TEMP_AGE_
 
 
 def _check_values(family: "_Family", values: dict[str, list[str]]) -> None:
+    known = dict(keys_of(family))
     for field, vals in values.items():
-        if field not in FIELD_TABLE:
-            raise ValueError(f"unknown field {field!r}; expected one of {FIELDS}")
+        if field not in known:
+            raise ValueError(f"unknown field {field!r}; expected one of {tuple(known)}")
         if isinstance(vals, str) or not all(isinstance(v, str) for v in vals):
             raise TypeError(f"values of {field!r} must be a list of str, got {vals!r}")
-        key = FIELD_TABLE[field][family.name]
+        key = known[field]
         for v in vals:
             problem = family.cannot_store(key, v)
             if problem:
@@ -234,7 +234,7 @@ def _verify(tmp: Path, fmt: str, family: "_Family", target: dict[str, list[str]]
     check = _load(tmp, fmt, TagWriteError)
     got = fields_of(family, check)
     if got != target:
-        bad = [k for k in FIELDS if got[k] != target[k]]
+        bad = [k for k in target if got.get(k) != target[k]]
         raise TagWriteError(f"verification failed: {', '.join(bad)} read back differently")
     now = family.others(check)
     if now != others:
