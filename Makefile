@@ -20,9 +20,11 @@ system-test: system
 	@command -v chromium >/dev/null || \
 	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null )
 
+# the distribution was called tagger before it was genre-tagger: the old one goes, not to be a second copy
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	-$(PY) -m pip uninstall -q -y tagger 2>/dev/null
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
@@ -38,4 +40,4 @@ test: system-test venv services
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 from tagger import audio, formats, record, tags
@@ -101,16 +102,48 @@ def check_file(path: str, path_map: bool = False) -> str:
     return formats.confirm(path)  # the content must agree with the name
 
 
-def fields_for(prediction: Prediction, options: ScanOptions, fmt: str) -> Optional[dict[str, list[str]]]:
+#: what a scan does with a heard file (``decide``)
+WRITE, KEEP, LOW_CONFIDENCE = "write", "keep", "low_confidence"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a heard file: ``action`` (WRITE, KEEP the user's genre, or LOW_CONFIDENCE:
+    write nothing) and, for WRITE, the ``fields`` to write (``fields_for``)."""
+
+    action: str
+    fields: Optional[dict[str, list[str]]] = None
+
+
+def decide(prediction: Prediction, current: dict[str, list[str]], options: ScanOptions,
+           fmt: Optional[str] = None) -> Decision:
+    """The rule every route that writes tagger's genres follows (a scan's jobs, a dry run's "would",
+    the beets plugin): below ``options.min_confidence`` nothing is written; a genre the user set
+    (``current`` holds a genre and no model field beside it) is kept unless ``options.overwrite``;
+    a top genre off ``genres_only`` is written as nothing, like an unsure one. ``fmt``: the
+    file's format, which says how several genres are stored (``fields_for``); None for a
+    writer that stores them as a list itself (beets)."""
+    if prediction.confidence < options.min_confidence:
+        return Decision(LOW_CONFIDENCE)
+    if record.is_users_genre(current) and not options.overwrite:
+        return Decision(KEEP)
+    wanted = fields_for(prediction, options, fmt)
+    return Decision(WRITE, wanted) if wanted is not None else Decision(LOW_CONFIDENCE)
+
+
+def fields_for(prediction: Prediction, options: ScanOptions, fmt: Optional[str] = None) -> Optional[dict[str, list[str]]]:
     """tagger's fields as a scan with ``options`` writes them for ``prediction`` into a file of
     format ``fmt``: the genres as named (``options.naming``; several as the format's players read
     them, ``tags.lists_genres``), the confidence, the model, and what the format stores a second
-    time (``tags.stored``: a WAV's INFO genre); None when no genre may be written."""
-    genres = options.naming.written(prediction.genres or [prediction.genre], lists=tags.lists_genres(fmt))
+    time (``tags.stored``: a WAV's INFO genre); None when no genre may be written. Without
+    ``fmt``, the fields as a list-keeping writer takes them (several genres, several values)."""
+    lists = True if fmt is None else tags.lists_genres(fmt)
+    genres = options.naming.written(prediction.genres or [prediction.genre], lists=lists)
     if not genres:
         return None
-    return tags.stored(fmt, {"genre": genres, "confidence": [f"{prediction.confidence:.3f}"],
-                             "model": [f"{prediction.model} {prediction.version}"]})
+    fields = {"genre": genres, "confidence": [f"{prediction.confidence:.3f}"],
+              "model": [f"{prediction.model} {prediction.version}"]}
+    return fields if fmt is None else tags.stored(fmt, fields)
 
 
 def _run(job: record.Job, settings: Settings) -> tuple[str, Prediction, Optional[dict]]:
@@ -123,13 +156,11 @@ def _run(job: record.Job, settings: Settings) -> tuple[str, Prediction, Optional
     current = tags.read(job.path, fmt)
     if opts.dry_run:
         return s.DRY_RUN, prediction, {"before": current, "after": None}
-    if prediction.confidence < opts.min_confidence:
-        return s.LOW_CONFIDENCE, prediction, {"before": current, "after": None}
-    if record.is_users_genre(current) and not opts.overwrite:
-        return s.KEPT, prediction, {"before": current, "after": None}
-    wanted = fields_for(prediction, opts, fmt)
-    if wanted is None:  # its top genre is off the user's list (genres_only)
-        return s.LOW_CONFIDENCE, prediction, {"before": current, "after": None}
+    decision = decide(prediction, current, opts, fmt)
+    if decision.action != WRITE:
+        status = s.KEPT if decision.action == KEEP else s.LOW_CONFIDENCE
+        return status, prediction, {"before": current, "after": None}
+    wanted = decision.fields
     change_id, before = record.begin_change(settings, file_id=job.file_id, scan_id=job.scan_id,
                                             analysis_id=job.analysis_id, action=s.ChangeAction.WRITE,
                                             before=current, after=wanted)

@@ -466,33 +466,32 @@ def _would(row: dict, options: ScanOptions) -> None:
     low_confidence, or None when its tags cannot be read now) and the change it would have
     written (``change``: before, after), from the file's tags as they are now (a dry run wrote
     nothing) and the scan's options, decided as ``pipeline`` decides and named as it writes."""
-    from tagger import pipeline, record, tags
+    from tagger import pipeline, tags
     from tagger.errors import TaggerError
     from tagger.models.base import Prediction
 
+    if row["predicted"] is None:
+        row["would"] = None
+        return
+    prediction = Prediction(genre=row["predicted"], confidence=float(row["_confidence"]), top=[],
+                            model=row["_model"], version=row["_version"], decided_by="",
+                            genres=row["_predicted_genres"])
+    if prediction.confidence < options.min_confidence:  # whatever the file holds
+        row["would"] = pipeline.LOW_CONFIDENCE
+        return
     try:
         current = tags.read(os.fsdecode(row["_raw"]), row["_format"])
     except (TaggerError, OSError):
-        current = None
-    wanted = None
-    if row["predicted"] is not None:
-        wanted = pipeline.fields_for(Prediction(
-            genre=row["predicted"], confidence=float(row["_confidence"]), top=[], model=row["_model"],
-            version=row["_version"], decided_by="", genres=row["_predicted_genres"]), options, row["_format"])
-    if row["confidence"] is not None and row["_confidence"] < options.min_confidence:
-        row["would"] = "low_confidence"
-    elif current is None:
         row["would"] = None
-    elif record.is_users_genre(current) and not options.overwrite:
-        row["would"] = "keep"
+        return
+    decision = pipeline.decide(prediction, current, options, row["_format"])
+    row["would"] = decision.action
+    if decision.action == pipeline.KEEP:
         shown = tags.shown_genre(current)
         row["genre"], row["genres"] = shown[0], shown
-    elif wanted is None:  # its genre is off the user's list (genres_only): a scan writes nothing
-        row["would"] = "low_confidence"
-    else:
-        row["would"] = "write"
+    elif decision.action == pipeline.WRITE:
         row["genre"], row["genres"] = row["predicted"], list(row["_predicted_genres"] or [row["predicted"]])
-        row["change"] = {"before": {k: list(v) for k, v in current.items()}, "after": wanted,
+        row["change"] = {"before": {k: list(v) for k, v in current.items()}, "after": decision.fields,
                          "state": None}
 
 
