@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tagger import features, formats
+from tagger.timing import timed
 from tagger.errors import UnreadableAudio, UnsupportedFormat
 from tagger.options import Hearing
 
@@ -166,6 +167,7 @@ def load_clip(
     return clip
 
 
+@timed("decode")
 def plan(
     path: str | Path,
     fmt: str | None = None,
@@ -227,6 +229,7 @@ class Reader:
             self._handle.close()
             self._handle = None
 
+    @timed("decode")
     def read(self, starts: list[float]) -> Clip:
         """The windows starting at ``starts``; raises UnreadableAudio when none can be decoded."""
         if self._cli:

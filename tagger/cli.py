@@ -289,7 +289,7 @@ def _print_summary(summary: dict, verbose: bool = False) -> None:
               help="Analyse again unchanged files whose last analysis failed for a fault of their own "
                    "(unreadable, unsupported, tags that cannot be written); by default they are skipped.")
 @click.option("--workers", type=click.IntRange(min=1), help="Local worker processes (default: one per core).")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), help="Write no tag below this confidence, the calibrated chance that the genre is right (default 0.65).")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), help="Write no tag below this confidence, the calibrated chance that the genre is right (default 0.8).")
 @click.option("--overwrite", is_flag=True, help="Replace genres the user set themselves.")
 @click.option("--model", help="Model name, or a comma-separated chain (default: the shipped default chain).")
 @click.option("--windows", type=click.IntRange(1, 64),
@@ -770,7 +770,7 @@ def models(ctx, as_json):
 @click.option("--first-windows", type=click.IntRange(0, 64), help="As `tagger scan --first-windows` (default 3).")
 @click.option("--window-step", type=click.IntRange(0, 64), help="As `tagger scan --window-step` (default 2).")
 @click.option("--min-confidence", type=click.FloatRange(0, 1),
-              help="Score the tags a scan would write at this confidence (default: as `tagger scan`, 0.65).")
+              help="Score the tags a scan would write at this confidence (default: as `tagger scan`, 0.8).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def evaluate(ctx, path, labels, from_tags, model, windows, first_windows, window_step, min_confidence, as_json):

@@ -15,6 +15,7 @@ import numpy as np
 
 from tagger import formats
 from tagger.errors import TaggerError
+from tagger.options import MIN_CONFIDENCE
 
 
 
@@ -99,7 +100,7 @@ def written_scores(y_true: list[str], y_pred: list[str], confidence: list[float]
 
 
 def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), how=None,
-             threshold: float = 0.65) -> dict:
+             threshold: float = MIN_CONFIDENCE) -> dict:
     """Run ``model_name`` on every ``(path, genre)`` and score it.
 
     True genres are matched to the model's labels ignoring case and punctuation;

@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from tagger.timing import timed
+
 SR = 22050
 N_FFT = 2048
 HOP = 512
@@ -113,6 +115,7 @@ def patches(logmel: np.ndarray, patch_frames: int = PATCH_FRAMES) -> np.ndarray:
     )
 
 
+@timed("features")
 def mel_patches(y: np.ndarray, sr: int = SR) -> np.ndarray:
     """Audio → ``(n_patches, 128, 128)`` log-mel patches, the deep models' input."""
     return patches(log_mel(y, sr))
@@ -149,6 +152,7 @@ def _frame_features(y: np.ndarray, sr: int, n_fft: int, hop_length: int) -> np.n
     ).astype(np.float32)
 
 
+@timed("features")
 def mfcc_stats(
     windows: list[np.ndarray], sr: int = SR, n_fft: int = N_FFT, hop_length: int = HOP
 ) -> np.ndarray:
@@ -269,6 +273,7 @@ def musicnn_patches(spec: np.ndarray, patch_frames: int = MUSICNN_PATCH_FRAMES) 
     )
 
 
+@timed("features")
 def musicnn_window_patches(y: np.ndarray, sr: int) -> np.ndarray:
     """One analysis window at any rate → its musicnn patches ``(n, 187, 96)``, ``n ≥ 1``.
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from tagger.naming import Naming
 
 #: below this calibrated confidence no tag is written
-MIN_CONFIDENCE = 0.65
+MIN_CONFIDENCE = 0.8
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Hearing:
     windows: int = 10
     first: int = 3
     step: int = 2
-    stop: float = 0.9  # the default model's card: early_stop
+    stop: float = 0.95  # the default model's card: early_stop
 
 
 @dataclass(frozen=True)

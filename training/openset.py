@@ -228,11 +228,29 @@ def pooled_precision(s: dict) -> float | None:
     return (s["cv"]["right"] + s["logo"]["right"]) / written if written else None
 
 
-def acceptable(s: dict) -> bool:
+def logo_wrong_shares(dec: list[dict], t: float) -> dict[str, float]:
+    """Per held-out genre: the share of its clips given a wrong tag at threshold ``t``."""
+    per: dict[str, list[int]] = {}
+    for d in dec:
+        if d["kind"] == "logo":
+            n = per.setdefault(d["held"], [0, 0])
+            n[0] += 1
+            n[1] += d["p"] >= t and not d["right"]
+    return {g: wrong / clips for g, (clips, wrong) in sorted(per.items())}
+
+
+def macro_logo_wrong(dec: list[dict], t: float) -> float:
+    """The held-out genres' wrong-tag shares, each genre alike: GTZAN's blues and jazz (142 of
+    218 clips here) must not hide a genre of ten clips that gets half of them wrong."""
+    shares = logo_wrong_shares(dec, t)
+    return float(np.mean(list(shares.values()))) if shares else 0.0
+
+
+def acceptable(s: dict, dec: list[dict], t: float) -> bool:
     """Written tags right TARGET_PRECISION of the time over both kinds together, and at most
-    1 - TARGET_PRECISION of the held-out genres' clips given a wrong tag."""
+    1 - TARGET_PRECISION of a held-out genre's clips given a wrong tag, every genre alike."""
     p = pooled_precision(s)
-    return p is not None and p >= TARGET_PRECISION and s["logo"]["wrong"] <= (1 - TARGET_PRECISION) * s["logo"]["n"]
+    return p is not None and p >= TARGET_PRECISION and macro_logo_wrong(dec, t) <= 1 - TARGET_PRECISION
 
 
 def choose(eps: list[dict], probs: np.ndarray) -> tuple[float, float, list[dict]]:
@@ -242,7 +260,7 @@ def choose(eps: list[dict], probs: np.ndarray) -> tuple[float, float, list[dict]
     for t in np.round(np.arange(0.5, 0.96, 0.05), 2):
         for stop in [x for x in EARLY_STOPS if x >= t]:
             dec = decisions(eps, probs, float(t), stop)
-            if acceptable(at_threshold(dec, float(t))):
+            if acceptable(at_threshold(dec, float(t)), dec, float(t)):
                 return float(t), stop, dec
     return 0.95, 1.01, decisions(eps, probs, 0.95, 1.01)
 
@@ -364,6 +382,7 @@ def cmd_cv(args) -> int:
         d = decisions(eps, probs, float(x), max(float(x), stop))
         s = at_threshold(d, float(x))
         s["pooled_precision"] = round(pooled_precision(s) or 0, 4)
+        s["logo_macro_wrong"] = round(macro_logo_wrong(d, float(x)), 4)
         sweep[f"{x:.2f}"] = s
     stops = {}
     for st in EARLY_STOPS:
@@ -371,7 +390,8 @@ def cmd_cv(args) -> int:
             d = decisions(eps, probs, t, st)
             s = at_threshold(d, t)
             stops[f"{st:.2f}"] = {"windows_heard": windows_heard(d), "pooled_precision": round(pooled_precision(s) or 0, 4),
-                                  "logo_wrong": s["logo"]["wrong"], "cv_coverage": s["cv"]["coverage"]}
+                                  "logo_wrong": s["logo"]["wrong"], "logo_macro_wrong": round(macro_logo_wrong(d, t), 4),
+                                  "cv_coverage": s["cv"]["coverage"]}
     acc, acc_full = top1_scores(dec, y), top1_scores(full, y)
     report = {
         "sample_note": "GTZAN here is a partial copy (218 clips; blues 69, jazz 73, the rest 8-10): a small sample, "
@@ -379,6 +399,11 @@ def cmd_cv(args) -> int:
         "threshold": t, "early_stop": stop, "windows_heard": windows_heard(dec),
         "at_threshold": at_threshold(dec, t),
         "pooled_precision": round(pooled_precision(at_threshold(dec, t)), 4),
+        "logo_macro_wrong": round(macro_logo_wrong(dec, t), 4),
+        "acceptance": (f"the lowest threshold whose written tags are right {TARGET_PRECISION:.0%} of the time over "
+                       "grouped CV and leave-one-genre-out together, with at most "
+                       f"{1 - TARGET_PRECISION:.0%} of a held-out genre's clips given a wrong tag, the mean "
+                       "over the ten held-out genres (each alike)"),
         "ece": {"all": err, "cv": ece([d for d in dec if d["kind"] == "cv"])[0],
                 "logo": ece([d for d in dec if d["kind"] == "logo"])[0]},
         "reliability": bins,
@@ -524,7 +549,7 @@ def cmd_train(args) -> int:
         "command": f"python -m training.openset_embed gtzan && python -m training.openset train --out {args.out}",
         "early_stop": report["early_stop"],
         "metrics": {k: report[k] for k in ("sample_note", "threshold", "early_stop", "windows_heard",
-                                            "pooled_precision", "at_threshold", "ece", "reliability",
+                                            "pooled_precision", "logo_macro_wrong", "acceptance", "at_threshold", "ece", "reliability",
                                             "logo_per_genre", "cv_top1", "cv_top1_all_windows",
                                             "at_threshold_all_windows", "sweep_thresholds", "sweep_early_stop")},
         "unlabelled_check": report.get("debian", {}).get("per_folder", {}),

@@ -36,6 +36,7 @@ import numpy as np
 
 from tagger import genres
 from tagger.audio import Clip
+from tagger.errors import ModelMissing
 from tagger.features import musicnn_window_patches
 from tagger.models.base import Card, Model
 
@@ -227,6 +228,9 @@ class OpenSetModel(Model):
 
     Each window goes once through musicnn-msd (penultimate layer and tags) and
     musicnn-mtt (tags); ``from_windows`` decides on the windows heard so far.
+    Where the card records a LiteRT export of both networks made from the
+    installed weights (``runtimes.litert``, ``training.openset_export``), the
+    networks run in LiteRT and TensorFlow is never imported; otherwise in Keras.
     """
 
     role = "openset"
@@ -235,22 +239,66 @@ class OpenSetModel(Model):
         super().__init__(card)
         import joblib
 
-        from tagger.models import registry
-        from tagger.models.transfer import MusicnnFrontEnd
-
-        fronts = card.extra["frontends"]
-        look = [str(card.directory.parent)]
-        # bfloat16 only where this card records the check against float32 (runtime.compute_dtype)
-        bf16 = "bfloat16" in card.extra
-        self.msd = MusicnnFrontEnd(registry.find(fronts["msd"]["model"], look), ("penultimate", "tags"),
-                                   bfloat16_verified=bf16)
-        self.mtt = MusicnnFrontEnd(registry.find(fronts["mtt"]["model"], look), ("tags",), bfloat16_verified=bf16)
         self.decider: OpenSetDecider = joblib.load(card.path)
         if tuple(self.decider.labels) != tuple(card.labels):
             raise ValueError(f"{card.name}: card labels do not match the decider's {self.decider.labels}")
+        #: "litert" or "keras": what runs the networks in this process
+        self.runtime = "keras"
+        self._runner = self._load_litert()
+        if self._runner is not None:
+            self.runtime = "litert"
+            return
+        from tagger.models.transfer import MusicnnFrontEnd
+
+        fronts = card.extra["frontends"]
+        # bfloat16 only where this card records the check against float32 (runtime.compute_dtype)
+        bf16 = "bfloat16" in card.extra
+        self.msd = MusicnnFrontEnd(self._front_card(fronts["msd"]["model"]), ("penultimate", "tags"),
+                                   bfloat16_verified=bf16)
+        self.mtt = MusicnnFrontEnd(self._front_card(fronts["mtt"]["model"]), ("tags",), bfloat16_verified=bf16)
+
+    def _front_card(self, name: str) -> Card:
+        from tagger.models import registry
+
+        return registry.find(name, [str(self.card.directory.parent)])
+
+    def _load_litert(self):
+        """The export's runner, or None (none recorded, made from other weights, or no LiteRT here)."""
+        import hashlib
+        import logging
+
+        from tagger.models import litert, runtime
+
+        log = logging.getLogger(__name__)
+        export = (self.card.extra.get("runtimes") or {}).get("litert") or {}
+        path = self.card.directory / export.get("file", "")
+        if not export.get("file") or not path.is_file() or not litert.available():
+            return None
+        for name, source in (export.get("sources") or {}).items():
+            try:
+                have = hashlib.sha256(self._front_card(name).path.read_bytes()).hexdigest()
+            except (OSError, ModelMissing):  # the weights are gone: the export is all there is
+                have = source.get("sha256")
+            if have != source.get("sha256"):
+                log.warning("%s: %s was exported from other %s weights; using Keras", self.card.name,
+                            path.name, name)
+                return None
+        try:
+            runner = litert.Runner(path, threads=getattr(runtime, "_threads", 0))
+        except (ValueError, RuntimeError, OSError) as exc:
+            log.warning("%s: cannot load %s (%s); using Keras", self.card.name, path.name, exc)
+            return None
+        f = self.card.features
+        if runner.input_shape[1:] != (int(f["patch_frames"]), int(f["n_mels"])):
+            log.warning("%s: %s takes %s, not musicnn patches; using Keras", self.card.name, path.name,
+                        runner.input_shape)
+            return None
+        return runner
 
     def window_rows(self, patches: np.ndarray) -> np.ndarray:
         """``(n, 187, 96)`` patches → ``(n, 300)`` rows: penultimate, msd tags, mtt tags."""
+        if self._runner is not None:
+            return self._runner(patches)
         a = self.msd.patch_embeddings(patches)
         b = self.mtt.patch_embeddings(patches)
         return np.concatenate([a["penultimate"], a["tags"], b["tags"]], axis=1)

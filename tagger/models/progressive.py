@@ -27,6 +27,7 @@ from tagger.audio import Clip
 from tagger.errors import UnreadableAudio
 from tagger.models.base import Model
 from tagger.options import Hearing  # noqa: F401 - declared there, used here and by callers of hear
+from tagger.timing import stage
 
 
 @dataclass
@@ -87,10 +88,12 @@ class Direct:
     """
 
     def window_probs(self, model: Model, clip: Clip) -> np.ndarray | None:
-        return model.window_probs(clip)
+        with stage("model"):  # the features it computes inside are their own stage
+            return model.window_probs(clip)
 
     def predict_batch(self, model: Model, clips: list[Clip]) -> np.ndarray:
-        return model.predict_batch(clips)
+        with stage("model"):
+            return model.predict_batch(clips)
 
 
 DIRECT = Direct()
@@ -116,15 +119,20 @@ def hear(model, path: str | Path, fmt: str | None, how: Hearing = Hearing(), run
         if probs is None or not len(probs):  # silent so far, or no per-window answer: all at once
             whole = _checked(_joined(clip, reader.read([starts[i] for s in order[1:] for i in s])))
             return Heard(run.predict_batch(model, [whole])[0], len(whole.windows), n, whole)
-        track = model.from_windows(probs)
+        track = _decide(model, probs)
         for stage in order[1:]:
             if float(track.max()) >= how.stop:
                 break
             more = reader.read([starts[i] for i in stage])
             clip = _joined(clip, more)
             probs = np.concatenate([probs, run.window_probs(model, more)])
-            track = model.from_windows(probs)
+            track = _decide(model, probs)
     return Heard(track, len(clip.windows), n, clip)
+
+
+def _decide(model, probs: np.ndarray) -> np.ndarray:
+    with stage("model"):
+        return model.from_windows(probs)
 
 
 def _joined(a: Clip, b: Clip) -> Clip:

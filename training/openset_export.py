@@ -1,0 +1,209 @@
+"""The open-set default's two musicnn networks as one LiteRT model, checked against Keras.
+
+    python -m training.openset_export [--int8] [--batch N]
+
+The default chain reads three taps of two networks on every patch: musicnn-msd's
+penultimate layer and tags and musicnn-mtt's tags (``OpenSetModel.window_rows``,
+300 numbers). This writes them as one ``.tflite`` (input ``(batch, 187, 96)``,
+output ``(batch, 300)``) into the default model's folder and records it in its
+card under ``runtimes.litert`` with the digests of both weight files: a worker
+then runs it with LiteRT and never imports TensorFlow (``tagger.models.openset``).
+
+The check is the product's own: every track of the cached collections
+(``training.openset_embed``: the shared GTZAN clips and, when cached, the Debian
+soundtracks) decoded and cut as a scan does, run through the export, and the
+shipped decider heard progressively on those rows and on the cached float32
+Keras rows: same genre, same written-or-not, largest confidence change. int8
+(dynamic range) is tried with ``--int8`` and shipped only if it keeps every
+written-or-not decision and the genre of every written track and is faster.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+ART = ROOT / "tagger" / "models" / "artifacts" / "gtzan-musicnn-openset"
+OUT_NAME = "frontend.tflite"
+
+
+def combined_model():
+    """One Keras model: patches ``(n, 187, 96)`` → ``(n, 300)`` rows as ``OpenSetModel.window_rows``."""
+    import keras
+
+    from tagger.models import registry
+    from tagger.models.pretrained import MusicnnModel
+
+    msd = MusicnnModel(registry.find("musicnn-msd"), bfloat16_verified=False).network
+    mtt = MusicnnModel(registry.find("musicnn-mtt"), bfloat16_verified=False).network
+    inp = keras.Input(shape=msd.input.shape[1:], name="patches")
+    a = keras.Model(msd.input, [msd.get_layer("penultimate").output, msd.get_layer("tags").output])(inp)
+    b = keras.Model(mtt.input, mtt.get_layer("tags").output)(inp)
+    out = keras.layers.Concatenate(axis=-1, name="rows")([a[0], a[1], b])
+    return keras.Model(inp, out, name="openset-frontend")
+
+
+def heard(decider, rows: np.ndarray, stop: float) -> np.ndarray:
+    """The decider's probabilities as progressive hearing leaves them (stages 3, then 2 at a time)."""
+    from tagger.models.progressive import stages
+
+    idx: list[int] = []
+    for stage in stages(len(rows), 3, 2):
+        idx += stage
+        p = decider.decide(rows[sorted(idx)])
+        if p.max() >= stop:
+            break
+    return p
+
+
+def collections() -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
+    """Each cached collection's tracks: their patches, decoded and cut as a scan does, and
+    their cached Keras float32 rows (``training.openset_embed``)."""
+    from training.openset import track_rows
+    from training.openset_embed import load, track_windows
+
+    out = {}
+    for name in ("gtzan", "debian"):
+        try:
+            data = load(name)
+        except SystemExit:
+            continue
+        out[name] = ([track_windows(Path(str(p))) for p in data["paths"]], track_rows(data))
+        print(f"{name}: {len(out[name][0])} tracks decoded", flush=True)
+    return out
+
+
+def check(forward, decider, stop: float, threshold: float, tracks: dict) -> tuple[dict, float, int]:
+    """Every collection's tracks through ``forward``: the decisions against the cached Keras
+    float32 rows. Returns ``(per collection figures, seconds in forward, patches)``."""
+    out, seconds, patches = {}, 0.0, 0
+    for name, (xs, ref_rows) in tracks.items():
+        same = written_same = written_genre_same = 0
+        diffs, raw = [], 0.0
+        for x, ref in zip(xs, ref_rows):
+            t = time.perf_counter()
+            rows = np.asarray(forward(x), dtype=np.float32)
+            seconds += time.perf_counter() - t
+            patches += len(x)
+            raw = max(raw, float(np.abs(rows - ref).max()))
+            pa, pb = heard(decider, ref, stop), heard(decider, rows, stop)
+            ga, gb = int(np.argmax(pa)), int(np.argmax(pb))
+            wa, wb = pa.max() >= threshold, pb.max() >= threshold
+            same += ga == gb
+            written_same += wa == wb
+            written_genre_same += (wa == wb) and (not wa or ga == gb)
+            diffs.append(abs(float(pa.max()) - float(pb.max())))
+        same, written_same, written_genre_same = int(same), int(written_same), int(written_genre_same)
+        out[name] = {"tracks": len(ref_rows), "same_genre": same, "same_written_or_not": written_same,
+                     "same_tag_written": written_genre_same,
+                     "max_abs_diff_rows": round(raw, 6),
+                     "max_confidence_difference": round(max(diffs), 4),
+                     "median_confidence_difference": round(float(np.median(diffs)), 6)}
+    return out, seconds, patches
+
+
+def keeps_every_tag(figures: dict) -> bool:
+    return all(f["same_tag_written"] == f["tracks"] for f in figures.values())
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m training.openset_export", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--int8", action="store_true", help="also try dynamic-range int8; ship it if it keeps every tag")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="the export's fixed batch (default 1: progressive hearing asks 3, then 2 patches)")
+    ap.add_argument("--model", default=str(ART), help="the open-set model's folder")
+    args = ap.parse_args(argv)
+
+    import joblib
+
+    from tagger.models import litert, registry, runtime
+    from training.card import write_card
+    from training.export import convert, file_sha256, holds_weights
+
+    runtime.set_threads(1)  # as a worker runs it: one thread per process
+    runtime.configure_tensorflow()
+    art = Path(args.model)
+    doc = json.loads((art / "card.json").read_text(encoding="utf-8"))
+    decider = joblib.load(art / doc["file"])
+    stop, threshold = float(doc["early_stop"]), float(doc["threshold"])
+    model = combined_model()
+    params = int(model.count_params())
+
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
+    keras_fwd = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
+    keras_fwd(np.zeros((3, *model.inputs[0].shape[1:]), np.float32))
+    tracks = collections()
+    # the reference rows are the cached Keras ones; Keras is only timed, on the first 20 clips
+    sample = {"gtzan": tuple(v[:20] for v in tracks["gtzan"])}
+    _, keras_s, n = check(lambda x: keras_fwd(x).numpy(), decider, stop, threshold, sample)
+    keras_ms = 1000 * keras_s / max(n, 1)
+    print(f"keras float32: {keras_ms:.2f} ms/patch", flush=True)
+
+    tried = []
+    for int8 in ([False, True] if args.int8 else [False]):
+        label = "dynamic-range int8" if int8 else "fp32"
+        flat = convert(model, args.batch, int8)
+        if not holds_weights(len(flat), params, int8):
+            raise SystemExit(f"{label} export is {len(flat)} bytes for {params} parameters: weights lost")
+        path = art / f".{label.split()[-1]}.{OUT_NAME}"
+        path.write_bytes(flat)
+        try:
+            runner = litert.Runner(path, threads=1)
+            runner(np.zeros((3, *model.inputs[0].shape[1:]), np.float32))
+            figures, seconds, n = check(runner, decider, stop, threshold, tracks)
+        finally:
+            path.unlink()
+        entry = {"quantization": label, "batch": args.batch, "size_bytes": len(flat),
+                 "ms_per_patch": round(1000 * seconds / max(n, 1), 3), "check": figures}
+        print(json.dumps(entry), flush=True)
+        tried.append((entry, flat))
+
+    fp32 = tried[0]
+    if not keeps_every_tag(fp32[0]["check"]):
+        raise SystemExit("the fp32 export changes a written tag: not shipped")
+    chosen, why = fp32, "fp32 (int8 not tried)"
+    if len(tried) > 1:
+        q = tried[1]
+        if keeps_every_tag(q[0]["check"]) and q[0]["ms_per_patch"] < fp32[0]["ms_per_patch"]:
+            chosen, why = q, "int8 keeps every tag written or withheld and is faster"
+        elif keeps_every_tag(q[0]["check"]):
+            why = "int8 keeps every tag but is not faster here: fp32 shipped"
+        else:
+            why = "int8 changes a tag written or withheld: fp32 shipped"
+    (art / OUT_NAME).write_bytes(chosen[1])
+    load = os.getloadavg()
+    sources = {name: {"file": registry.find(name).file, "sha256": file_sha256(registry.find(name).path)}
+               for name in ("musicnn-msd", "musicnn-mtt")}
+    doc["runtimes"] = {
+        "litert": {"file": OUT_NAME, **{k: v for k, v in chosen[0].items() if k != "check"}, "chosen": why,
+                   # inference ignores an export made from other weights than those installed
+                   "sources": sources},
+        "keras": {"ms_per_patch": round(keras_ms, 3), "note": "float32, tf.function, one thread"},
+        "evaluated": [e for e, _ in tried],
+        "check": {
+            "compared": "the shipped decider heard progressively on the export's rows vs the cached Keras "
+                        "float32 rows (training.openset_embed): genre, written or not, confidence",
+            "timing": ("every track's patches in one call, one thread (runtime.set_threads(1)); "
+                       f"load average {load[0]:.1f} on {os.cpu_count()} cores"),
+            "runtime": "ai-edge-litert Interpreter (tagger.models.litert.Runner)",
+            "command": "python -m training.openset_export " + " ".join(shlex.quote(a) for a in
+                                                                         (argv if argv is not None else sys.argv[1:])),
+        },
+    }
+    write_card(art, **doc)
+    print(f"wrote {art / OUT_NAME} ({chosen[0]['quantization']}); {why}")
+    return doc["runtimes"]
+
+
+if __name__ == "__main__":
+    main()
