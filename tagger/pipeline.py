@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from tagger import audio, formats, record, tags
+from tagger import audio, formats, record, tags, timing
 from tagger.config import Settings
 from tagger.db import schema as s
 from tagger.errors import FileMissing, TaggerError, TransientError, UnsupportedFormat, is_transient
@@ -40,8 +40,15 @@ def analyse(analysis_id: int, settings: Settings) -> Optional[str]:
 
     Permanent problems with the file are recorded as a failed analysis and do
     not raise. Transient ones raise TransientError, for the queue to retry.
+    The log line of a finished analysis says where its time went (``tagger.timing``).
     """
-    job = record.start(settings, analysis_id)
+    with timing.measuring() as spent:
+        return _analyse(analysis_id, settings, spent)
+
+
+def _analyse(analysis_id: int, settings: Settings, spent: timing.Timings) -> Optional[str]:
+    with timing.stage("db"):
+        job = record.start(settings, analysis_id)
     if job is None:
         return None  # no such analysis (message dropped), or a redelivery of one finished
     started = time.monotonic()
@@ -62,9 +69,11 @@ def analyse(analysis_id: int, settings: Settings) -> Optional[str]:
                               final=True, seconds=time.monotonic() - started)
         log.exception("internal error on %s", job.path)
         return s.FAILED
-    record.finish(settings, job, status, prediction, (written or {}).get("before"), started)
-    log.info("%s %s: %s (%.2f, %s) in %.2fs", status, job.path, prediction.genre,
-             prediction.confidence, prediction.model, time.monotonic() - started)
+    with timing.stage("db"):
+        record.finish(settings, job, status, prediction, (written or {}).get("before"), started)
+    total = time.perf_counter() - spent.started
+    log.info("%s %s: %s (%.2f, %s) in %.2fs (%s)", status, job.path, prediction.genre,
+             prediction.confidence, prediction.model, total, spent.line(total))
     return status
 
 
@@ -153,7 +162,8 @@ def _run(job: record.Job, settings: Settings) -> tuple[str, Prediction, Optional
     prediction, heard = predictor.hear(job.path, fmt, opts.hearing)
     log.debug("%s: heard %d of %d windows", job.path, heard.windows, heard.planned)
 
-    current = tags.read(job.path, fmt)
+    with timing.stage("tags"):
+        current = tags.read(job.path, fmt)
     if opts.dry_run:
         return s.DRY_RUN, prediction, {"before": current, "after": None}
     decision = decide(prediction, current, opts, fmt)
@@ -161,8 +171,10 @@ def _run(job: record.Job, settings: Settings) -> tuple[str, Prediction, Optional
         status = s.KEPT if decision.action == KEEP else s.LOW_CONFIDENCE
         return status, prediction, {"before": current, "after": None}
     wanted = decision.fields
-    change_id, before = record.begin_change(settings, file_id=job.file_id, scan_id=job.scan_id,
-                                            analysis_id=job.analysis_id, action=s.ChangeAction.WRITE,
-                                            before=current, after=wanted)
-    record.journaled_write(settings, change_id, job.path, fmt, tags.FileStat(job.size, job.mtime_ns))
+    with timing.stage("db"):
+        change_id, before = record.begin_change(settings, file_id=job.file_id, scan_id=job.scan_id,
+                                                analysis_id=job.analysis_id, action=s.ChangeAction.WRITE,
+                                                before=current, after=wanted)
+    with timing.stage("tags"):  # the write and its journal entry
+        record.journaled_write(settings, change_id, job.path, fmt, tags.FileStat(job.size, job.mtime_ns))
     return s.TAGGED, prediction, {"before": before, "after": wanted}

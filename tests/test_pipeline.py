@@ -247,3 +247,19 @@ def test_windows_option_sets_what_the_model_hears(settings, audio_factory, monke
         tops[n] = _analysis(settings, aid)[2]
     assert seen == [1, 3, 10]  # the test model (MFCC statistics) hears every window at once
     assert tops[1] != tops[10]  # the model saw different audio
+
+
+def test_the_log_line_says_where_an_analysis_spent_its_time(settings, audio_factory, caplog):
+    path = audio_factory("mp3", seconds=12)
+    _, (aid,) = _queue(settings, [path], min_confidence=0.0)
+    with caplog.at_level("INFO", logger="tagger.pipeline"):
+        assert pipeline.analyse(aid, settings) == s.TAGGED
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("tagged ")]
+    total = float(line.split(" in ")[1].split("s (")[0])
+    stages = dict(part.split(" ") for part in line.split("s (")[1].rstrip(")").split(", "))
+    assert set(stages) == {"decode", "features", "model", "tags", "db", "other"}, line
+    spent = {k: float(v) for k, v in stages.items()}
+    assert all(v >= 0 for v in spent.values())
+    assert spent["decode"] > 0 and spent["tags"] > 0 and spent["db"] > 0
+    # the stages are the whole analysis, each second counted once (rounding: 0.01 per stage)
+    assert abs(sum(spent.values()) - total) <= 0.02 * len(spent) + 0.02, line
