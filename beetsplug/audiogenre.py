@@ -117,6 +117,7 @@ class AudioGenrePlugin(BeetsPlugin):
                 except ConfigError as exc:
                     raise ui.UserError(f"audiogenre: {exc}") from None
                 runtime.set_precision(settings.precision)  # before the first model loads
+                runtime.set_runtime(settings.runtime)
                 self._hearing[force] = settings, ScanOptions.from_settings(settings)
             return self._hearing[force]
 

@@ -35,6 +35,8 @@ MAX_WINDOWS = 64
 _AT_LEAST = {"workers": 0, "max_retries": 0, "job_time_limit": 1, "max_upload_mb": 1, "max_duration_s": 1}
 #: values of the precision setting (see tagger.models.runtime.compute_dtype)
 PRECISIONS = ("auto", "float32", "bfloat16")
+#: values of the runtime setting: what runs a network that has a LiteRT export besides Keras
+RUNTIMES = ("keras", "litert")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class Settings:
     early_stop: float = Hearing.stop
     #: musicnn's arithmetic: auto (bfloat16 where the CPU has it in hardware), float32, bfloat16
     precision: str = "auto"
+    #: keras (TensorFlow: faster per track here) or litert (the default model's LiteRT export: a worker
+    #: starts without TensorFlow, in less time and memory)
+    runtime: str = "keras"
     #: extra directories searched for model cards before the shipped ones
     model_dirs: tuple[str, ...] = ()
     #: replace a genre the user set themselves
@@ -134,6 +139,7 @@ class Settings:
             "TAGGER_MAX_RETRIES": str(self.max_retries),
             "TAGGER_PATH_MAP": ";".join(f"{a}={b}" for a, b in self.path_map),
             "TAGGER_PRECISION": self.precision,
+            "TAGGER_RUNTIME": self.runtime,
             "TAGGER_WINDOWS": str(self.windows),
             "TAGGER_FIRST_WINDOWS": str(self.first_windows),
             "TAGGER_WINDOW_STEP": str(self.window_step),
@@ -293,6 +299,8 @@ def load_with_sources(
 
     if "min_confidence" in values and not 0.0 <= values["min_confidence"] <= 1.0:
         raise ConfigError("min_confidence must be between 0 and 1")
+    if "runtime" in values and values["runtime"] not in RUNTIMES:
+        raise ConfigError(f"runtime must be {' or '.join(RUNTIMES)}")
     if "precision" in values and values["precision"] not in PRECISIONS:
         raise ConfigError(f"precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
     if "first_windows" in values and not 0 <= values["first_windows"] <= MAX_WINDOWS:

@@ -453,6 +453,7 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8750) -> None:
     from tagger.models import runtime
 
     runtime.set_precision(settings.precision)
+    runtime.set_runtime(settings.runtime)
     server, app = make_server(settings, host, port)
     app.start()
     bound_host, bound_port = server.server_address[:2]

@@ -89,7 +89,7 @@ def test_precision_setting(tmp_path):
 def test_progressive_settings(tmp_path):
     none = tmp_path / "none.toml"
     s = config.load(config_file=none, environ={})
-    assert (s.first_windows, s.window_step, s.early_stop) == (3, 2, 0.9)
+    assert (s.first_windows, s.window_step, s.early_stop) == (3, 2, 0.95)
     s = config.load(config_file=none, environ={"TAGGER_FIRST_WINDOWS": "0", "TAGGER_EARLY_STOP": "0.9",
                                                "TAGGER_WINDOW_STEP": "1"})
     assert (s.first_windows, s.window_step, s.early_stop) == (0, 1, 0.9)
@@ -252,3 +252,10 @@ def test_tagger_config_on_a_broken_config_file_is_one_line_and_exit_1(tmp_path, 
 ])
 def test_passwords_in_urls_are_masked(url, shown):
     assert config.mask_url(url) == shown
+
+
+def test_runtime_is_keras_or_litert(tmp_path):
+    assert config.load({}, environ={}, config_file=tmp_path / "none.toml").runtime == "keras"
+    assert config.load({}, environ={"TAGGER_RUNTIME": "litert"}, config_file=tmp_path / "none.toml").runtime == "litert"
+    with pytest.raises(config.ConfigError, match="runtime must be keras or litert"):
+        config.load({}, environ={"TAGGER_RUNTIME": "onnx"}, config_file=tmp_path / "none.toml")

@@ -229,7 +229,8 @@ class OpenSetModel(Model):
     Each window goes once through musicnn-msd (penultimate layer and tags) and
     musicnn-mtt (tags); ``from_windows`` decides on the windows heard so far.
     Where the card records a LiteRT export of both networks made from the
-    installed weights (``runtimes.litert``, ``training.openset_export``), the
+    installed weights (``runtimes.litert``, ``training.openset_export``) and the
+    ``runtime`` setting is litert (or the card makes it the default), the
     networks run in LiteRT and TensorFlow is never imported; otherwise in Keras.
     """
 
@@ -272,6 +273,8 @@ class OpenSetModel(Model):
         log = logging.getLogger(__name__)
         export = (self.card.extra.get("runtimes") or {}).get("litert") or {}
         path = self.card.directory / export.get("file", "")
+        if not (runtime.wants_litert() or export.get("default", True)):
+            return None  # the card's figures say Keras is faster here (runtime = litert chooses it)
         if not export.get("file") or not path.is_file() or not litert.available():
             return None
         for name, source in (export.get("sources") or {}).items():

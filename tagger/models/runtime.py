@@ -42,6 +42,21 @@ def configure_tensorflow() -> None:
 
 
 _precision = "auto"
+_runtime = "keras"
+
+
+def set_runtime(value: str) -> None:
+    """Call before any model loads (the ``runtime`` setting: keras or litert)."""
+    global _runtime
+    from tagger.config import RUNTIMES
+
+    if value not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {value!r}")
+    _runtime = value
+
+
+def wants_litert() -> bool:
+    return _runtime == "litert"
 
 
 def set_precision(value: str) -> None:

@@ -37,6 +37,7 @@ def run(settings: Settings, threads: int = 1, queues: Optional[list[str]] = None
 
     runtime.set_threads(model_threads or max(1, (os.cpu_count() or 1) // max(1, threads)))
     runtime.set_precision(settings.precision)
+    runtime.set_runtime(settings.runtime)
     warm_up(settings)
     broker = queue.configure(settings)
     actors.declare(broker)
