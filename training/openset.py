@@ -331,21 +331,14 @@ def unlabelled_check(decider: OpenSetDecider, threshold: float, stop: float, nam
         return {}
     rows = track_rows(data)
     out = []
-    from tagger.models.progressive import stages
-
     for path, r in zip(data["ids"], rows):
-        heard: list[int] = []
-        for stage in stages(len(r), 3, 2):
-            heard += stage
-            probs = decider.decide(r[sorted(heard)])
-            if probs.max() >= stop:
-                break
-        ev = decider.evidence(r[sorted(heard)])
+        probs, windows = heard(decider, r, stop)
+        ev = decider.evidence(r[windows])
         k = int(np.argmax(probs))
         cands = [g for g, _ in decider.candidates(ev)]
         out.append({"track": str(path), "genre": decider.labels[k], "p": round(float(probs[k]), 3),
                     "written": bool(probs[k] >= threshold), "head": cands[0],
-                    "tags": cands[-1], "novelty": round(ev.novelty, 2), "windows": len(heard)})
+                    "tags": cands[-1], "novelty": round(ev.novelty, 2), "windows": len(windows)})
     per_folder: dict[str, dict] = {}
     for o in out:
         f = per_folder.setdefault(o["track"].split("/")[0], {"tracks": 0, "untagged": 0, "genres": {},
@@ -357,6 +350,20 @@ def unlabelled_check(decider: OpenSetDecider, threshold: float, stop: float, nam
         else:
             f["untagged"] += 1
     return {"per_folder": per_folder, "tracks": out}
+
+
+def heard(decider: OpenSetDecider, rows: np.ndarray, stop: float) -> tuple[np.ndarray, list[int]]:
+    """The decider's probabilities for one track's window rows as progressive hearing leaves them
+    (3 windows, then 2 at a time, until the answer reaches ``stop``), and the windows heard."""
+    from tagger.models.progressive import stages
+
+    idx: list[int] = []
+    for stage in stages(len(rows), 3, 2):
+        idx += stage
+        p = decider.decide(rows[sorted(idx)])
+        if p.max() >= stop:
+            break
+    return p, sorted(idx)
 
 
 def cmd_cv(args) -> int:
@@ -442,17 +449,6 @@ def cmd_bf16(args) -> int:
 
     dec = joblib.load(Path(args.model) / "decider.joblib")
     stop = json.loads((Path(args.model) / "card.json").read_text())["early_stop"]
-    from tagger.models.progressive import stages
-
-    def heard(r):
-        idx: list[int] = []
-        for stage in stages(len(r), 3, 2):
-            idx += stage
-            p = dec.decide(r[sorted(idx)])
-            if p.max() >= stop:
-                break
-        return p
-
     out = {}
     for name in ("gtzan", "debian"):
         try:
@@ -463,7 +459,7 @@ def cmd_bf16(args) -> int:
         same = written_same = 0
         diff = []
         for x, y_ in zip(ra, rb):
-            pa, pb = heard(x), heard(y_)
+            pa, pb = heard(dec, x, stop)[0], heard(dec, y_, stop)[0]
             same += int(np.argmax(pa) == np.argmax(pb))
             written_same += int((pa.max() >= dec.threshold) == (pb.max() >= dec.threshold))
             diff.append(abs(float(pa.max()) - float(pb.max())))

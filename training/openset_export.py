@@ -50,19 +50,6 @@ def combined_model():
     return keras.Model(inp, out, name="openset-frontend")
 
 
-def heard(decider, rows: np.ndarray, stop: float) -> np.ndarray:
-    """The decider's probabilities as progressive hearing leaves them (stages 3, then 2 at a time)."""
-    from tagger.models.progressive import stages
-
-    idx: list[int] = []
-    for stage in stages(len(rows), 3, 2):
-        idx += stage
-        p = decider.decide(rows[sorted(idx)])
-        if p.max() >= stop:
-            break
-    return p
-
-
 def collections() -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
     """Each cached collection's tracks: their patches, decoded and cut as a scan does, and
     their cached Keras float32 rows (``training.openset_embed``)."""
@@ -83,6 +70,8 @@ def collections() -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
 def check(forward, decider, stop: float, threshold: float, tracks: dict) -> tuple[dict, float, int]:
     """Every collection's tracks through ``forward``: the decisions against the cached Keras
     float32 rows. Returns ``(per collection figures, seconds in forward, patches)``."""
+    from training.openset import heard
+
     out, seconds, patches = {}, 0.0, 0
     for name, (xs, ref_rows) in tracks.items():
         same = written_same = written_genre_same = 0
@@ -93,7 +82,7 @@ def check(forward, decider, stop: float, threshold: float, tracks: dict) -> tupl
             seconds += time.perf_counter() - t
             patches += len(x)
             raw = max(raw, float(np.abs(rows - ref).max()))
-            pa, pb = heard(decider, ref, stop), heard(decider, rows, stop)
+            pa, pb = heard(decider, ref, stop)[0], heard(decider, rows, stop)[0]
             ga, gb = int(np.argmax(pa)), int(np.argmax(pb))
             wa, wb = pa.max() >= threshold, pb.max() >= threshold
             same += ga == gb

@@ -64,22 +64,11 @@ class DeepModel(Model):
         return have == want
 
     def _load_litert(self, path):
-        from tagger.models import litert, runtime
+        from tagger.models import litert
 
-        if not path.is_file() or not litert.available():
-            return None
-        try:
-            runner = litert.Runner(path, threads=getattr(runtime, "_threads", 0))
-        except (ValueError, RuntimeError, OSError) as exc:
-            log.warning("%s: cannot load %s (%s); using the Keras model", self.card.name, path.name, exc)
-            return None
         f = self.card.features
         expected = (int(f.get("n_mels", features.N_MELS)), int(f.get("patch_frames", features.PATCH_FRAMES)), 1)
-        if runner.input_shape[1:] != expected:
-            log.warning("%s: %s takes %s, not log-mel patches; using the Keras model",
-                        self.card.name, path.name, runner.input_shape)
-            return None
-        return runner
+        return litert.load(path, self.card.name, expected, "log-mel patches")
 
     def patches(self, clip: Clip) -> np.ndarray:
         return np.concatenate([features.mel_patches(w, clip.sr) for w in clip.windows])

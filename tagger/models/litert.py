@@ -73,3 +73,25 @@ class Runner:
                 self._interpreter.invoke()
                 out[i : i + self.batch] = self._interpreter.get_tensor(self._out["index"])
         return out[:n]
+
+
+def load(path: Path, owner: str, takes: tuple[int, ...], what: str):
+    """A Runner for ``path`` when LiteRT is installed and the file takes inputs of shape ``takes``
+    (batch left out), else None with the reason logged as ``owner``'s (its caller then runs Keras).
+    ``what`` names the inputs it should take, for that line."""
+    import logging
+
+    from tagger.models import runtime
+
+    log = logging.getLogger("tagger.models")
+    if not path.is_file() or not available():
+        return None
+    try:
+        runner = Runner(path, threads=getattr(runtime, "_threads", 0))
+    except (ValueError, RuntimeError, OSError) as exc:
+        log.warning("%s: cannot load %s (%s); using the Keras model", owner, path.name, exc)
+        return None
+    if runner.input_shape[1:] != tuple(takes):
+        log.warning("%s: %s takes %s, not %s; using the Keras model", owner, path.name, runner.input_shape, what)
+        return None
+    return runner

@@ -286,17 +286,8 @@ class OpenSetModel(Model):
                 log.warning("%s: %s was exported from other %s weights; using Keras", self.card.name,
                             path.name, name)
                 return None
-        try:
-            runner = litert.Runner(path, threads=getattr(runtime, "_threads", 0))
-        except (ValueError, RuntimeError, OSError) as exc:
-            log.warning("%s: cannot load %s (%s); using Keras", self.card.name, path.name, exc)
-            return None
         f = self.card.features
-        if runner.input_shape[1:] != (int(f["patch_frames"]), int(f["n_mels"])):
-            log.warning("%s: %s takes %s, not musicnn patches; using Keras", self.card.name, path.name,
-                        runner.input_shape)
-            return None
-        return runner
+        return litert.load(path, self.card.name, (int(f["patch_frames"]), int(f["n_mels"])), "musicnn patches")
 
     def window_rows(self, patches: np.ndarray) -> np.ndarray:
         """``(n, 187, 96)`` patches → ``(n, 300)`` rows: penultimate, msd tags, mtt tags."""
