@@ -134,7 +134,9 @@ def test_filters_narrow_every_part(report_library):
     # the name written into the files finds the same (Hip-Hop for hiphop, R&B for rnb)
     from tagger.naming import DISPLAY
 
-    assert report.collect(lib.settings, filters=Filters(genre=DISPLAY[low_genre])) == by_genre | {
+    by_name = report.collect(lib.settings, filters=Filters(genre=DISPLAY[low_genre]))
+    by_name["report"]["generated_at"] = by_genre["report"]["generated_at"]  # the two may be a second apart
+    assert by_name == by_genre | {
         "report": {**by_genre["report"], "filters": {**by_genre["report"]["filters"], "genre": DISPLAY[low_genre]}}}
 
     only_failed = report.collect(lib.settings, filters=Filters(lists=("failed",), since=SCAN_TIMES[0]))
