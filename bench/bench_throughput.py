@@ -185,14 +185,14 @@ def tag_write_ms(paths: list[Path]) -> float:
 #: runs the tagger CLI, then prints the process's own peak RSS (VmHWM: this process image
 #: only; ru_maxrss would include the benchmark's memory, inherited through fork)
 _WITH_PEAK_RSS = ("import atexit, sys\n"
-                  "from tagger.cli import main\n"
+                  "from tagger.cli import entry\n"
                   "def peak():\n"
                   "    for line in open('/proc/self/status'):\n"
                   "        if line.startswith('VmHWM:'):\n"
                   "            sys.stderr.write('PEAK_RSS_KB ' + line.split()[1] + '\\n')\n"
                   "atexit.register(peak)\n"
                   "sys.argv[0] = 'tagger'\n"
-                  "main()\n")
+                  "entry()\n")
 
 
 def scan(env: dict, root: Path, *extra: str, rss: list | None = None) -> tuple[dict, float]:

@@ -1,3 +1,3 @@
-from tagger.cli import main
+from tagger.cli import entry
 
-main()
+entry()

@@ -32,6 +32,26 @@ def _settings(ctx: click.Context, **flags) -> config_mod.Settings:
     return _loaded(ctx, **flags).settings
 
 
+class Terminated(BaseException):
+    """SIGTERM before a command has its own handling (start-up: imports, migrations, loading the
+    model). Not an ``Exception``: nothing catches it on the way, transactions roll back, ``finally``
+    blocks run, and ``entry`` exits 143, as a process ended by SIGTERM does by convention."""
+
+
+def _terminated(signum, _frame):
+    raise Terminated
+
+
+def entry() -> None:
+    """The ``tagger`` command. SIGTERM is handled from the first line: a scan or a worker stopped
+    while it starts ends cleanly with 143, not killed half-way by the signal's default action."""
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        main()
+    except Terminated:
+        sys.exit(143)
+
+
 class _Group(click.Group):
     """Turns failures of the environment (``errors.environment_error``) into one line and exit code 1."""
 
@@ -365,6 +385,8 @@ def scan(ctx, paths, dry_run, force, retry_failed, workers, min_confidence, over
         terminated = True
         raise KeyboardInterrupt
 
+    # before this, a SIGTERM raises Terminated (``entry``): the scan just recorded, if any, is
+    # given back by the next scan, which finds its process dead (``scan.reap_dead``)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         status = scan_mod.run(settings, scan_id, scan_mod.default_roots(paths), options, workers=workers,

@@ -134,6 +134,32 @@ def test_sigterm_ends_a_scan_as_ctrl_c_does(settings, audio_factory):
     assert again["tagged"] == by_status[s.INTERRUPTED] and again["failed"] == 0, again  # simply carried on
 
 
+@pytest.mark.parametrize("moment", ["importing", "migrating"])
+def test_sigterm_while_a_scan_starts_ends_it_cleanly(settings, audio_factory, moment):
+    """Found by the fault suite (scan-sigterm): a SIGTERM before the scan had installed its handler
+    (imports, the first migration, loading the model) ended the process by the signal's default
+    action (exit -15), not with 143; the next scan must find nothing half-done either way."""
+    root = _library(audio_factory, 4)
+    proc = _start_scan(settings, root)
+    if moment == "importing":
+        time.sleep(0.25)  # the entry point has run (0.1 s); the database, sklearn and the model are not loaded yet
+    else:
+        db_file = Path(settings.database_url.removeprefix("sqlite:///"))
+        deadline = time.monotonic() + 60
+        while not db_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert db_file.exists(), "the scan never created its database"
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(90)
+    err = proc.stderr.read().decode()
+    assert rc == 143 and "Traceback" not in err, (rc, err)
+    _wait_gone(proc.pid)
+    again = json.loads(run_cli(settings, "scan", str(root), "--json").stdout)
+    assert again["failed"] == 0 and again["tagged"] + again["low_confidence"] == 4, again
+    with session_scope(settings.database_url) as db:
+        assert "running" not in set(db.scalars(select(s.Scan.status)).all())
+
+
 def test_undo_of_no_such_scan_and_a_failed_undo_exit_non_zero(settings, audio_factory):
     missing = run_cli(settings, "undo", "--scan", "999")
     assert missing.returncode != 0 and "no scan 999" in missing.stderr

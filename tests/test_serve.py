@@ -62,7 +62,7 @@ class Served:
 #: ``python -c`` for a server whose idle timeout is argv[1] seconds instead of a minute (the same
 #: code, only waiting less, so tests of slow clients take seconds)
 _SHORT_TIMEOUT = ("import sys; from tagger import serve; serve.Handler.timeout = float(sys.argv.pop(1)); "
-                  "from tagger.cli import main; main()")
+                  "from tagger.cli import entry; entry()")
 
 
 def start_server(settings: config.Settings, where: Path, host: str = "127.0.0.1",

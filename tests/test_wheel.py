@@ -66,7 +66,7 @@ def test_the_wheel_is_genre_tagger_with_the_tagger_command_and_every_model_file(
         metadata, entry_points = z.read(meta).decode(), z.read(entry).decode()
     assert f"Name: {DIST}\n" in metadata
     assert "Provides-Extra: beets" in metadata
-    assert "tagger = tagger.cli:main" in entry_points.split("[console_scripts]")[1]
+    assert "tagger = tagger.cli:entry" in entry_points.split("[console_scripts]")[1]
     # every file of the shipped models, and in particular every one the registry loads
     assert _artifacts(ROOT) <= names
     loaded = {"tagger/models/artifacts/default.json"}
