@@ -114,8 +114,11 @@ def environment_error(exc: BaseException) -> Optional[str]:
         return f"{exc.filename}: {exc.strerror}"
     if isinstance(exc, OperationalError):
         first = (str(exc.orig) if exc.orig is not None else str(exc)).strip().splitlines()[0]
-        if "disk is full" in first or "disk I/O error" in first:
-            return (f"the results database's disk is full ({first}): free some space, or set "
+        if "disk is full" in first:  # said as the same full disk met elsewhere is said
+            return (f"no space left on the device for the results database ({first}): free some space, "
+                    "or set TAGGER_DATA_DIR / TAGGER_DB_URL elsewhere")
+        if "disk I/O error" in first:
+            return (f"the results database's disk failed ({first}): check it, free some space, or set "
                     "TAGGER_DATA_DIR / TAGGER_DB_URL elsewhere")
         return f"cannot use the results database: {first}"
     return None
