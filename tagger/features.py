@@ -62,12 +62,37 @@ def _hann(n_fft: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
 
 
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (Auditory Toolbox): linear to 1 kHz (200/3 Hz a mel), logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    mel = f / (200.0 / 3)
+    log = f >= 1000.0
+    return np.where(log, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), mel)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3))
+
+
 @lru_cache(maxsize=8)
 def mel_filterbank(sr: int = SR, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndarray:
-    """Slaney-normalised mel filterbank, shape ``(n_mels, 1 + n_fft // 2)``."""
-    import librosa  # deferred: importing librosa costs seconds
+    """Slaney-normalised mel filterbank from 0 Hz to Nyquist, shape ``(n_mels, 1 + n_fft // 2)``:
+    triangles between consecutive points equally spaced in mels, each scaled to unit area.
 
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
+    The same filters as librosa's ``filters.mel`` defaults (tests compare them), computed here so
+    that a worker's features need no librosa, whose import (SciPy's signal module, numba) costs
+    more than a second of start-up.
+    """
+    fft_hz = np.linspace(0.0, sr / 2.0, 1 + n_fft // 2)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sr / 2.0), n_mels + 2))
+    width = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]
+    rising = -ramps[:-2] / width[:-1, None]
+    falling = ramps[2:] / width[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
 
 
 def frames(y: np.ndarray, n_fft: int = N_FFT, hop_length: int = HOP) -> np.ndarray:

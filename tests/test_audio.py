@@ -8,6 +8,7 @@ sample (cross-correlation peak at lag 0) and a small relative error.
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import av
 import numpy as np
@@ -121,3 +122,26 @@ def test_truncated_m4a_is_a_clear_error(audio_factory, tmp_path):
     with pytest.raises(UnreadableAudio, match="truncated or corrupt") as err:
         audio.load_clip(cut, "m4a")
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("sr,n_fft,n_mels", [(features.SR, features.N_FFT, features.N_MELS),
+                                             (features.MUSICNN_SR, features.MUSICNN_N_FFT, features.MUSICNN_N_MELS),
+                                             (44100, 2048, 64)])
+def test_the_mel_filterbank_is_librosas(sr, n_fft, n_mels):
+    """tagger's own filterbank (a worker need not import librosa) gives librosa's filters."""
+    import librosa
+
+    ours = features.mel_filterbank(sr, n_fft, n_mels)
+    theirs = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)
+    assert ours.shape == theirs.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-7 * float(theirs.max()))
+    assert (ours.sum(axis=1) > 0).all()  # no empty band
+
+
+def test_a_worker_computes_musicnn_patches_without_librosa():
+    code = ("import sys, numpy as np\n"
+            "from tagger import features\n"
+            "p = features.musicnn_window_patches(np.random.default_rng(0).normal(0, .1, 3 * 22050).astype('float32'), 22050)\n"
+            "print(p.shape, 'librosa' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split()[-1] == "False", (out.stdout, out.stderr[-2000:])

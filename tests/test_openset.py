@@ -177,7 +177,35 @@ def test_a_worker_hearing_with_runtime_litert_never_imports_tensorflow(tmp_path,
         assert m.decider.labels[int(p.argmax())] == "jazz"
         bad = sorted(k for k in sys.modules if k.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
         print(len(bad), bad[:5])
+        # the decider's plain arrays (tagger.models.linear): no scikit-learn (1 s of start-up)
+        print(sorted(k for k in sys.modules if k.split(".")[0] == "sklearn")[:5])
     """)
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.split()[0] == "0", run.stdout
+    first, second = run.stdout.splitlines()[-2:]
+    assert first.split()[0] == "0" and second == "[]", run.stdout
+
+
+def test_the_plain_decider_is_the_pickled_one(tmp_path):
+    """decider.npz (what workers load) decides as decider.joblib does, and is not used once stale."""
+    import joblib
+
+    from tagger.models import linear
+    from tagger.models.base import Card
+    from tagger.models.openset import OpenSetModel
+
+    src = registry.find(DEFAULT).directory
+    pickled = joblib.load(src / "decider.joblib")
+    plain = OpenSetModel(Card.read(src)).decider
+    assert isinstance(plain.head, linear.Linear) and plain.labels == pickled.labels
+    rng = np.random.default_rng(7)
+    for n in (1, 3, 5, 10):  # window rows as the networks give them: penultimate, then tag activations
+        rows = np.concatenate([rng.normal(0, 1.5, (n, 200)), rng.uniform(0, 1, (n, 100))], axis=1).astype(np.float32)
+        np.testing.assert_allclose(plain.decide(rows), pickled.decide(rows), rtol=0, atol=1e-12)
+    dst = tmp_path / DEFAULT
+    shutil.copytree(src, dst)
+    pickled.threshold = 0.5  # a retrained decider beside the old arrays
+    joblib.dump(pickled, dst / "decider.joblib")
+    assert linear.load_plain(dst / linear.PLAIN_NAME, dst / "decider.joblib") is None
+    again = OpenSetModel(Card.read(dst)).decider
+    assert not isinstance(again.head, linear.Linear) and again.threshold == 0.5

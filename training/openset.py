@@ -516,6 +516,9 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     joblib.dump(dec, out / "decider.joblib", compress=3)
+    from tagger.models import linear
+
+    linear.save_plain(dec, out / "decider.joblib", out / linear.PLAIN_NAME)  # what workers load
     shutil.copy(RUNS / "reliability.png", out / "reliability.png")
     from tagger.features import MUSICNN_PARAMS
 

@@ -238,9 +238,7 @@ class OpenSetModel(Model):
 
     def __init__(self, card: Card):
         super().__init__(card)
-        import joblib
-
-        self.decider: OpenSetDecider = joblib.load(card.path)
+        self.decider: OpenSetDecider = self._load_decider()
         if tuple(self.decider.labels) != tuple(card.labels):
             raise ValueError(f"{card.name}: card labels do not match the decider's {self.decider.labels}")
         #: "litert" or "keras": what runs the networks in this process
@@ -257,6 +255,24 @@ class OpenSetModel(Model):
         self.msd = MusicnnFrontEnd(self._front_card(fronts["msd"]["model"]), ("penultimate", "tags"),
                                    bfloat16_verified=bf16)
         self.mtt = MusicnnFrontEnd(self._front_card(fronts["mtt"]["model"]), ("tags",), bfloat16_verified=bf16)
+
+    def _load_decider(self) -> "OpenSetDecider":
+        """The plain arrays (``tagger.models.linear``: no scikit-learn, no pickle) where they were
+        made from this card's decider file, else the file itself."""
+        import logging
+
+        from tagger.models import linear
+
+        plain = self.card.directory / linear.PLAIN_NAME
+        if plain.is_file():
+            decider = linear.load_plain(plain, self.card.path)
+            if decider is not None:
+                return decider
+            logging.getLogger(__name__).warning("%s: %s was made from another %s; unpickling that",
+                                                self.card.name, plain.name, self.card.path.name)
+        import joblib
+
+        return joblib.load(self.card.path)
 
     def _front_card(self, name: str) -> Card:
         from tagger.models import registry
