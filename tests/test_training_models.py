@@ -64,3 +64,25 @@ def test_deep_model_trains_saves_and_loads(genre_tree, tmp_path):
     again = keras.saving.load_model(out / "model.h5", compile=False)
     x = np.concatenate([features.mel_patches(w) for w in clip.windows])[..., None]
     np.testing.assert_allclose(np.asarray(again.predict(x, verbose=0)).mean(axis=0), probs[0], atol=1e-4)
+
+
+def test_the_students_flops_count_and_its_agreement_check():
+    """training.distill: FLOPs counted from the layers; agreement compares written decisions."""
+    import keras
+
+    from tagger.models.openset import OpenSetModel
+    from training import distill
+
+    inp = keras.Input((4, 4, 1))
+    conv = keras.layers.Conv2D(2, 3, padding="same")(inp)
+    out = keras.layers.Dense(3)(keras.layers.Flatten()(conv))
+    assert distill.flops(keras.Model(inp, out)) == 2 * 4 * 4 * 9 * 1 * 2 + 2 * 32 * 3
+    dec = OpenSetModel(registry.find("gtzan-musicnn-openset")).decider
+    rng = np.random.default_rng(3)
+    tracks = [np.concatenate([rng.normal(0, 1.5, (9, 200)), rng.uniform(0, 1, (9, 100))], 1).astype(np.float32)
+              for _ in range(6)]
+    same = distill.agreement(dec, 0.95, 0.8, tracks, tracks)
+    assert same["agreement"] == 1.0 and same["same_decision"] == 6
+    other = distill.agreement(dec, 0.95, 0.8, tracks, tracks[1:] + tracks[:1])
+    assert other["tracks"] == 6
+    assert other["written_by_teacher"] == other["written_by_student"]  # the same rows, shuffled
