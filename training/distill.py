@@ -72,11 +72,9 @@ def embed(items: list[tuple[str, str, Path]], n_windows: int, log=print) -> dict
 
 
 def load(name: str) -> dict[str, np.ndarray]:
-    f = collection_path(name)
-    if not f.is_file():
-        raise SystemExit(f"{f} is missing: run python -m training.distill embed first")
-    with np.load(f, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    from training.openset_embed import read
+
+    return read(collection_path(name), "python -m training.distill embed")
 
 
 def student(n_frames: int = 187, n_mels: int = 96, width: float = 1.0):
@@ -176,23 +174,11 @@ def agreement(decider, stop: float, threshold: float, teacher: list[np.ndarray],
 
 
 def cmd_embed(args) -> int:
-    from training import datasets
+    from training.openset_embed import save, source_items
 
-    if args.source == "gtzan":
-        root = ROOT.parent / "shared" / "datasets" / "gtzan"
-        items = [(it.track_id, it.genre, it.path) for it in datasets.gtzan(root)]
-        name, n = "gtzan", args.windows or 20
-    else:
-        folder = Path(args.source)
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in datasets.AUDIO_SUFFIXES)
-        items = [(str(p.relative_to(folder)), "", p) for p in files]
-        name, n = args.name or folder.name, args.windows or 30
-    data = embed(items, n)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    f = collection_path(name)
-    tmp = f.with_suffix(".tmp.npz")
-    np.savez(tmp, **data)
-    tmp.replace(f)
+    items, name = source_items(args.source, args.name)
+    data = embed(items, args.windows or (20 if args.source == "gtzan" else 30))
+    f = save(collection_path(name), data)
     print(f"{f}: {len(data['ids'])} tracks, {len(data['patches'])} patches")
     return 0
 

@@ -40,9 +40,13 @@ def collection_path(name: str) -> Path:
 
 
 def load(name: str) -> dict[str, np.ndarray]:
-    f = collection_path(name)
+    return read(collection_path(name), "python -m training.openset_embed")
+
+
+def read(f: Path, made_by: str) -> dict[str, np.ndarray]:
+    """A saved collection's arrays; a missing one says which command makes it."""
     if not f.is_file():
-        raise SystemExit(f"{f} is missing: run python -m training.openset_embed first")
+        raise SystemExit(f"{f} is missing: run {made_by} first")
     with np.load(f, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
@@ -99,25 +103,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                     help="the networks' arithmetic (bfloat16: the collection is named NAME-bf16)")
     args = ap.parse_args(argv)
-    if args.source == "gtzan":
-        root = Path(args.root) if args.root else ROOT.parent / "shared" / "datasets" / "gtzan"
-        items = [(it.track_id, it.genre, it.path) for it in datasets.gtzan(root)]
-        name = "gtzan"
-    else:
-        folder = Path(args.source)
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in datasets.AUDIO_SUFFIXES)
-        items = [(str(p.relative_to(folder)), "", p) for p in files]
-        name = args.name or folder.name
+    items, name = source_items(args.source, args.name, args.root)
     if args.precision == "bfloat16":
         name += "-bf16"
     data = embed(items, precision=args.precision)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    f = collection_path(name)
-    tmp = f.with_suffix(".tmp.npz")
-    np.savez(tmp, **data)
-    tmp.replace(f)
+    f = save(collection_path(name), data)
     print(f"{f}: {len(data['ids'])} tracks, {len(data['track'])} windows")
     return 0
+
+
+def source_items(source: str, name: str | None = None, root: str | None = None) -> tuple[list, str]:
+    """``(track id, genre or "", path)`` of 'gtzan' (the shared copy) or of a folder's audio files,
+    and the collection's name."""
+    if source == "gtzan":
+        root = Path(root) if root else ROOT.parent / "shared" / "datasets" / "gtzan"
+        return [(it.track_id, it.genre, it.path) for it in datasets.gtzan(root)], "gtzan"
+    folder = Path(source)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in datasets.AUDIO_SUFFIXES)
+    return [(str(p.relative_to(folder)), "", p) for p in files], name or folder.name
+
+
+def save(path: Path, data: dict[str, np.ndarray]) -> Path:
+    """Write a collection whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **data)
+    tmp.replace(path)
+    return path
 
 
 if __name__ == "__main__":
