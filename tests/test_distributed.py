@@ -476,7 +476,9 @@ def test_compose_file_runs_scalable_workers_over_one_music_mount(tmp_path):
         assert "@postgres:" in svc["environment"]["TAGGER_DB_URL"]
         assert svc["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
         assert svc["depends_on"]["redis"] == {"condition": "service_healthy"}
-        assert svc["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
+        assert svc["build"] == {"context": "..", "dockerfile": "docker/Dockerfile",
+                                "args": {"BASE": "${BASE:-python:3.11-slim}"}}
+        assert "TAGGER_MIN_CONFIDENCE" not in svc["environment"]  # the product's default holds
     assert services["scan"]["command"][:2] == ["scan", "/music"] and services["scan"]["restart"] == "no"
     assert services["migrate"]["command"] == ["db", "upgrade"]
     assert services["migrate"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
@@ -487,6 +489,9 @@ def test_compose_file_runs_scalable_workers_over_one_music_mount(tmp_path):
     assert worker["stop_signal"] == "SIGTERM" and worker["healthcheck"]["test"]
     for name in ("redis", "postgres"):
         assert services[name]["healthcheck"]["test"], name
+        # built from Debian's packages on the same base (docker/redis.Dockerfile, postgres.Dockerfile)
+        assert services[name]["build"]["dockerfile"] == f"{name}.Dockerfile", name
+        assert (ROOT / "docker" / f"{name}.Dockerfile").exists(), name
     assert "--appendonly" in services["redis"]["command"]  # queued jobs survive a Redis restart
 
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
