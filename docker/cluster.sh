@@ -31,7 +31,7 @@ WORKER_CPUS=${WORKER_CPUS:-1}
 P=(${PODMAN:-podman --runtime runc --cgroup-manager=cgroupfs})
 LIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=4096:4096)
 NET=$C-net
-IMAGE=localhost/$C:latest
+IMAGE=localhost/tagger:latest
 PG_PASSWORD=${POSTGRES_PASSWORD:-tagger}
 ENVS=(-e TAGGER_BROKER_URL=redis://$C-redis:6379/0
       -e TAGGER_DB_URL=postgresql+psycopg://tagger:$PG_PASSWORD@$C-postgres:5432/tagger)
@@ -49,8 +49,8 @@ build() {
   local ca=${CA_BUNDLE:-${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}}
   [ -s "$ca" ] && secret=(--secret "id=ca_bundle,src=$ca")
   "${P[@]}" build "${LIMITS[@]}" "${secret[@]}" --build-arg BASE="$BASE" -f docker/Dockerfile -t "$IMAGE" .
-  "${P[@]}" build "${LIMITS[@]}" --build-arg BASE="$BASE" -f docker/redis.Dockerfile -t "localhost/$C-redis:latest" docker
-  "${P[@]}" build "${LIMITS[@]}" --build-arg BASE="$BASE" -f docker/postgres.Dockerfile -t "localhost/$C-postgres:latest" docker
+  "${P[@]}" build "${LIMITS[@]}" --build-arg BASE="$BASE" -f docker/redis.Dockerfile -t localhost/tagger-redis:latest docker
+  "${P[@]}" build "${LIMITS[@]}" --build-arg BASE="$BASE" -f docker/postgres.Dockerfile -t localhost/tagger-postgres:latest docker
 }
 
 wait_for() {  # NAME COMMAND...: until COMMAND succeeds inside container NAME (60 s)
@@ -87,12 +87,12 @@ up() {
   echo "$lib" > "$("${P[@]}" volume inspect "$C-state" --format '{{.Mountpoint}}')/library"
   if ! "${P[@]}" container exists "$C-redis"; then
     "${P[@]}" run -d "${LIMITS[@]}" --name "$C-redis" --network "$NET" --label "tagger.cluster=$C" \
-      --label tagger.role=redis -v "$C-redis-data:/data" "localhost/$C-redis:latest" >/dev/null
+      --label tagger.role=redis -v "$C-redis-data:/data" localhost/tagger-redis:latest >/dev/null
   fi
   if ! "${P[@]}" container exists "$C-postgres"; then
     "${P[@]}" run -d "${LIMITS[@]}" --name "$C-postgres" --network "$NET" --label "tagger.cluster=$C" \
       --label tagger.role=postgres -e POSTGRES_PASSWORD="$PG_PASSWORD" --shm-size 128m \
-      -v "$C-postgres-data:/var/lib/postgresql/data" "localhost/$C-postgres:latest" >/dev/null
+      -v "$C-postgres-data:/var/lib/postgresql/data" localhost/tagger-postgres:latest >/dev/null
   fi
   "${P[@]}" start "$C-redis" "$C-postgres" >/dev/null
   wait_for "$C-redis" redis-cli ping
@@ -129,6 +129,7 @@ scan() {
 }
 
 status() {
+  library >/dev/null
   "${P[@]}" ps -a --filter "label=tagger.cluster=$C" --format '{{.Names}}\t{{.Status}}'
   "${P[@]}" run --rm "${LIMITS[@]}" --network "$NET" "${ENVS[@]}" "$IMAGE" status "$@"
 }

@@ -4,7 +4,7 @@ set -eu
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pw=$(mktemp)
   printf '%s\n' "$POSTGRES_PASSWORD" > "$pw"
-  initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pw" --auth-local=trust --auth-host=md5 >/dev/null
+  initdb -D "$PGDATA" -E UTF8 --locale=C.UTF-8 -U "$POSTGRES_USER" --pwfile="$pw" --auth-local=trust --auth-host=md5 >/dev/null
   rm -f "$pw"
   echo "host all all 0.0.0.0/0 md5" >> "$PGDATA/pg_hba.conf"
   echo "host all all ::/0 md5" >> "$PGDATA/pg_hba.conf"
