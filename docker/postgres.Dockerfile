@@ -15,4 +15,6 @@ ENV PATH=/usr/lib/postgresql/15/bin:$PATH PGDATA=/var/lib/postgresql/data \
 USER postgres
 VOLUME /var/lib/postgresql/data
 EXPOSE 5432
+# SIGTERM is a smart shutdown: it would wait for every client (the workers) to leave
+STOPSIGNAL SIGINT
 CMD ["postgres-start"]
