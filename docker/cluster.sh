@@ -68,7 +68,9 @@ worker_names() {
 
 start_worker() {  # N: start worker container N
   local lib; lib=$(library)
-  "${P[@]}" run -d "${LIMITS[@]}" "${USER_FLAG[@]}" --name "$C-worker-$1" --hostname "$C-worker-$1" \
+  # --init: a process of its own as PID 1, so a worker still loading its model stops on SIGTERM
+  # (PID 1 without a handler ignores it; podman waited out its timeout and killed them)
+  "${P[@]}" run -d --init "${LIMITS[@]}" "${USER_FLAG[@]}" --name "$C-worker-$1" --hostname "$C-worker-$1" \
     --network "$NET" --label "tagger.cluster=$C" --label tagger.role=worker --cpus "$WORKER_CPUS" \
     "${ENVS[@]}" -e TAGGER_PATH_MAP=/library=/music -v "$lib:/music:rw" \
     "$IMAGE" worker >/dev/null
@@ -123,7 +125,7 @@ scale() {
 
 scan() {
   local lib; lib=$(library)
-  "${P[@]}" run --rm "${LIMITS[@]}" "${USER_FLAG[@]}" --name "$C-scan" --hostname "$C-scan" \
+  "${P[@]}" run --rm --init "${LIMITS[@]}" "${USER_FLAG[@]}" --name "$C-scan" --hostname "$C-scan" \
     --network "$NET" --label "tagger.cluster=$C" --label tagger.role=scan "${ENVS[@]}" \
     -v "$lib:/library:rw" "$IMAGE" scan /library --wait "$@"
 }
@@ -135,9 +137,12 @@ status() {
 }
 
 down() {
-  local ids
-  ids=$("${P[@]}" ps -aq --filter "label=tagger.cluster=$C")
-  [ -n "$ids" ] && "${P[@]}" rm -f -t 30 $ids >/dev/null
+  local ids role
+  # workers first: a stopping worker hands its prefetched jobs back to Redis, which must still be up
+  for role in worker scan redis postgres; do
+    ids=$("${P[@]}" ps -aq --filter "label=tagger.cluster=$C" --filter "label=tagger.role=$role")
+    [ -z "$ids" ] || "${P[@]}" rm -f -t 30 $ids >/dev/null
+  done
   if [ "${1:-}" = --volumes ]; then
     "${P[@]}" volume rm -f "$C-redis-data" "$C-postgres-data" "$C-state" >/dev/null 2>&1 || true
   fi
