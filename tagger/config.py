@@ -119,7 +119,9 @@ class Settings:
 
     @property
     def worker_count(self) -> int:
-        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+        from tagger import cpus
+
+        return self.workers if self.workers > 0 else cpus.usable()
 
     def map_path(self, path: str) -> str:
         """Translate a path as the scanner saw it into this worker's view."""

@@ -82,6 +82,20 @@ def is_transient(exc: BaseException) -> bool:
     return broker_unreachable(exc) or _is_redis_error(exc)
 
 
+def database_error(exc: BaseException) -> bool:
+    """Whether ``exc``, or what caused it (the pipeline wraps transient errors), is SQLAlchemy's
+    account of a database it could not use."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (OperationalError, InterfaceError)):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def broker_unreachable(exc: BaseException) -> bool:
     """The broker refused, timed out or is still loading (redis-py's errors are not OSErrors)."""
     import dramatiq.errors

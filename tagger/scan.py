@@ -23,6 +23,8 @@ from tagger.db.engine import ensure_schema, session_scope
 from tagger.options import ScanOptions  # noqa: F401 - part of this module's interface (scan.create)
 
 log = logging.getLogger("tagger.scan")
+#: how often a scan following its jobs polls a database server that went away, seconds
+DATABASE_RETRY_S = 5.0
 
 BATCH = 500
 
@@ -291,14 +293,34 @@ def check_space(settings: Settings) -> None:
 
 def wait(settings: Settings, scan_id: int, started: float, on_progress: Callable[[Progress], None],
          workers=None, poll: float = 0.5, discovering: Callable[[], bool] = lambda: False) -> Progress:
-    """Follow a scan until every analysis has finished (or local workers cannot go on)."""
+    """Follow a scan until every analysis has finished (or local workers cannot go on).
+
+    A database server (PostgreSQL) that goes away is waited for: the scan follows its jobs
+    again when a poll reaches it (the workers wait for it too, ``WaitForDatabase``)."""
+    from tagger.errors import database_error
+
     beat = time.monotonic()
+    server = not settings.database_url.startswith("sqlite")
+    away: Optional[float] = None
     while True:
-        p = progress(settings, scan_id, started)
+        try:
+            p = progress(settings, scan_id, started)
+            if time.monotonic() - beat >= HEARTBEAT_S:
+                heartbeat(settings, scan_id)
+                beat = time.monotonic()
+        except Exception as exc:
+            if not (server and database_error(exc)):
+                raise
+            if away is None:
+                away = time.monotonic()
+                first = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+                log.warning("results database unreachable (%s); waiting for it", first)
+            time.sleep(DATABASE_RETRY_S)
+            continue
+        if away is not None:
+            log.warning("results database reachable again after %.0f s; following the scan", time.monotonic() - away)
+            away = None
         on_progress(p)
-        if time.monotonic() - beat >= HEARTBEAT_S:
-            heartbeat(settings, scan_id)
-            beat = time.monotonic()
         if p.done >= p.total and not discovering():
             return p
         check_space(settings)

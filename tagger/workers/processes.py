@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Optional
 
+from tagger import cpus
 from tagger.config import Settings, mask_url
 
 log = logging.getLogger("tagger.worker")
@@ -35,7 +36,7 @@ def run(settings: Settings, threads: int = 1, queues: Optional[list[str]] = None
     from tagger.models import runtime
     from tagger.workers import actors
 
-    runtime.set_threads(model_threads or max(1, (os.cpu_count() or 1) // max(1, threads)))
+    runtime.set_threads(model_threads or max(1, cpus.usable() // max(1, threads)))
     runtime.set_precision(settings.precision)
     runtime.set_runtime(settings.runtime)
     warm_up(settings)
@@ -137,7 +138,7 @@ class ProcessGroup:
     def _spawn(self) -> subprocess.Popen:
         env = dict(os.environ)
         env.update(self.settings.to_env())
-        model_threads = max(1, (os.cpu_count() or 1) // self.n)
+        model_threads = max(1, cpus.usable() // self.n)
         cmd = [sys.executable, "-m", "tagger", "worker", "--processes", "1", "--threads", str(self.threads),
                "--model-threads", str(model_threads), "--parent", str(os.getpid())]
         for q in self.queues:
