@@ -192,7 +192,7 @@ def test_the_plain_decider_is_the_pickled_one(tmp_path):
 
     from tagger.models import linear
     from tagger.models.base import Card
-    from tagger.models.openset import OpenSetModel
+    from tagger.models.openset import PLAIN_NAME, OpenSetModel, load_plain
 
     src = registry.find(DEFAULT).directory
     pickled = joblib.load(src / "decider.joblib")
@@ -206,6 +206,6 @@ def test_the_plain_decider_is_the_pickled_one(tmp_path):
     shutil.copytree(src, dst)
     pickled.threshold = 0.5  # a retrained decider beside the old arrays
     joblib.dump(pickled, dst / "decider.joblib")
-    assert linear.load_plain(dst / linear.PLAIN_NAME, dst / "decider.joblib") is None
+    assert load_plain(dst / PLAIN_NAME, dst / "decider.joblib") is None
     again = OpenSetModel(Card.read(dst)).decider
     assert not isinstance(again.head, linear.Linear) and again.threshold == 0.5

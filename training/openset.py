@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from tagger import genres
-from tagger.models.openset import FEATURES, KINDS, Familiarity, OpenSetDecider, kind_of
+from tagger.models.openset import FEATURES, KINDS, PLAIN_NAME, Familiarity, OpenSetDecider, kind_of, save_plain
 from training import datasets
 from training.openset_embed import load
 
@@ -495,8 +495,19 @@ def main(argv: list[str] | None = None) -> int:
     bf = sub.add_parser("bf16", help="the shipped decider on float32 vs bfloat16 network outputs")
     bf.add_argument("--model", default=str(ROOT / "tagger" / "models" / "artifacts" / "gtzan-musicnn-openset"))
     bf.add_argument("--write", action="store_true", help="record the check in the card (enables bfloat16 there)")
+    pl = sub.add_parser("plain", help="write a model folder's decider.joblib again as decider.npz (what workers load)")
+    pl.add_argument("--model", default=str(ROOT / "tagger" / "models" / "artifacts" / "gtzan-musicnn-openset"))
     args = ap.parse_args(argv)
-    return {"cv": cmd_cv, "train": cmd_train, "bf16": cmd_bf16}[args.cmd](args)
+    return {"cv": cmd_cv, "train": cmd_train, "bf16": cmd_bf16, "plain": cmd_plain}[args.cmd](args)
+
+
+def cmd_plain(args) -> int:
+    import joblib
+
+    source = Path(args.model) / "decider.joblib"
+    out = save_plain(joblib.load(source), source, Path(args.model) / PLAIN_NAME)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
+    return 0
 
 
 def cmd_train(args) -> int:
@@ -516,9 +527,7 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     joblib.dump(dec, out / "decider.joblib", compress=3)
-    from tagger.models import linear
-
-    linear.save_plain(dec, out / "decider.joblib", out / linear.PLAIN_NAME)  # what workers load
+    save_plain(dec, out / "decider.joblib", out / PLAIN_NAME)  # what workers load
     shutil.copy(RUNS / "reliability.png", out / "reliability.png")
     from tagger.features import MUSICNN_PARAMS
 

@@ -30,6 +30,7 @@ confidence is high.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -223,6 +224,61 @@ class OpenSetDecider:
         return capped
 
 
+#: the decider's fitted numbers as plain arrays, beside the ``decider.joblib`` training writes
+PLAIN_NAME = "decider.npz"
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def save_plain(decider: OpenSetDecider, source: Path, out: Path) -> Path:
+    """Write ``decider`` (fitted, as unpickled from ``source``) as plain arrays to ``out``: what a
+    worker loads, with no scikit-learn and no pickle (``tagger.models.linear``). The digest of
+    ``source`` goes with them, so arrays made from another decider are not used."""
+    import json
+
+    from tagger.models.linear import Linear
+
+    fam = decider.familiarity
+    arrays = dict(Linear.from_pipeline(decider.head).arrays("head"))
+    for kind, pipe in decider.calibrator.items():
+        arrays.update(Linear.from_pipeline(pipe).arrays(f"calibrator.{kind}"))
+    arrays.update({"familiarity.mean": fam.mean, "familiarity.scale": fam.scale, "familiarity.points": fam.points})
+    if fam.point_labels is not None:
+        arrays["familiarity.point_labels"] = np.asarray(fam.point_labels)
+        arrays["familiarity.genre_references"] = np.asarray(fam.genre_references)
+    meta = {"head_labels": list(decider.head_labels), "calibrator": sorted(decider.calibrator),
+            "tag_head": decider.tag_head, "threshold": float(decider.threshold),
+            "reference": float(fam.reference), "source_sha256": _digest(source)}
+    arrays["meta"] = np.array(json.dumps(meta))
+    with open(out, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return out
+
+
+def load_plain(path: Path, source: Path) -> OpenSetDecider | None:
+    """The decider from ``path``, or None when it was made from another ``source`` than this one."""
+    import json
+
+    from tagger.models.linear import Linear
+
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        if meta["source_sha256"] != _digest(source):
+            return None
+        labels = data["familiarity.point_labels"] if "familiarity.point_labels" in data else None
+        refs = data["familiarity.genre_references"] if "familiarity.genre_references" in data else None
+        fam = Familiarity(data["familiarity.mean"], data["familiarity.scale"], data["familiarity.points"],
+                          meta["reference"], labels, refs)
+        return OpenSetDecider(head=Linear.from_arrays(data, "head"), head_labels=tuple(meta["head_labels"]),
+                              familiarity=fam,
+                              calibrator={k: Linear.from_arrays(data, f"calibrator.{k}") for k in meta["calibrator"]},
+                              tag_head=meta["tag_head"], threshold=meta["threshold"])
+
+
 class OpenSetModel(Model):
     """The open-set default, loaded from a card of kind ``"musicnn_openset"``.
 
@@ -261,11 +317,9 @@ class OpenSetModel(Model):
         made from this card's decider file, else the file itself."""
         import logging
 
-        from tagger.models import linear
-
-        plain = self.card.directory / linear.PLAIN_NAME
+        plain = self.card.directory / PLAIN_NAME
         if plain.is_file():
-            decider = linear.load_plain(plain, self.card.path)
+            decider = load_plain(plain, self.card.path)
             if decider is not None:
                 return decider
             logging.getLogger(__name__).warning("%s: %s was made from another %s; unpickling that",
