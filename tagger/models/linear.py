@@ -46,9 +46,9 @@ class Linear:
         return e / e.sum(axis=1, keepdims=True)
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        return {f"{prefix}.{k}": getattr(self, a) for k, a in
-                (("mean", "mean"), ("scale", "scale"), ("coef", "coef"), ("intercept", "intercept"),
-                 ("classes", "classes_"))}
+        parts = {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept,
+                 "classes": self.classes_}
+        return {f"{prefix}.{k}": v for k, v in parts.items()}
 
     @classmethod
     def from_arrays(cls, data, prefix: str) -> "Linear":

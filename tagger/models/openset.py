@@ -335,7 +335,6 @@ class OpenSetModel(Model):
 
     def _load_litert(self):
         """The export's runner, or None (none recorded, made from other weights, or no LiteRT here)."""
-        import hashlib
         import logging
 
         from tagger.models import litert, runtime
@@ -349,7 +348,7 @@ class OpenSetModel(Model):
             return None
         for name, source in (export.get("sources") or {}).items():
             try:
-                have = hashlib.sha256(self._front_card(name).path.read_bytes()).hexdigest()
+                have = _digest(self._front_card(name).path)
             except (OSError, ModelMissing):  # the weights are gone: the export is all there is
                 have = source.get("sha256")
             if have != source.get("sha256"):
