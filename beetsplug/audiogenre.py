@@ -148,6 +148,8 @@ class AudioGenrePlugin(BeetsPlugin):
             return Outcome(item, "kept", f"kept the user's genre {_values(current['genre'])} "
                                          f"(predicted {prediction.genre} {prediction.confidence:.2f})")
         if decision.action == pipeline.LOW_CONFIDENCE:
+            if prediction.reason:  # does not sound like music: the candidates would mislead
+                return Outcome(item, "low_confidence", f"no genre, {prediction.reason}")
             why = ("not sure enough" if prediction.confidence < options.min_confidence
                    else f"{prediction.genre} is not in genres_only")
             return Outcome(item, "low_confidence", f"no genre, {why}: {candidates(prediction.top[:3])}")

@@ -210,6 +210,12 @@ def _candidates(top) -> str:
     return candidates(top)
 
 
+def _unsure(r: dict) -> str:
+    """Why a file gets no tag: its reason (``does not sound like music (a steady tone)``), or
+    ``not sure enough:`` and its candidates."""
+    return r.get("reason") or f"not sure enough: {_candidates(r['top'])}"
+
+
 def _values(values) -> str:
     return "; ".join(values or []) or "-"
 
@@ -231,7 +237,7 @@ def _dry_run_detail(r: dict) -> str:
     if would == "keep":
         return f"would keep the user's genre {_values(r['genres'])} (predicted {r['predicted']} {r['confidence']:.2f})"
     if would == "low_confidence":
-        return f"would write nothing, not sure enough: {_candidates(r['top'])}"
+        return f"would write nothing, {_unsure(r)}"
     return f"predicted {r['predicted']} {r['confidence']:.2f} (its tags cannot be read now)"
 
 
@@ -245,7 +251,7 @@ def _file_detail(r: dict) -> str:
     if st == "kept":
         return f"kept the user's genre {_values(r['genres'])} (predicted {r['predicted']} {r['confidence']:.2f})"
     if st == "low_confidence":
-        return f"no tag, not sure enough: {_candidates(r['top'])}"
+        return f"no tag, {_unsure(r)}"
     if st == "dry_run":
         return _dry_run_detail(r)
     if st == "failed":
@@ -644,7 +650,7 @@ def history(ctx, path, as_json):
             if e["kept_genre"] is not None:  # what the file holds is the user's genre, not the prediction
                 what = f"the user's genre {_values(e['kept_genre'])} (predicted {e['genre']} {how})"
             elif e["status"] == "low_confidence":
-                what = f"no tag, not sure enough: {_candidates((e['top'] or [])[:3])} ({e['model']})"
+                what = f"no tag, {_unsure({'reason': e['reason'], 'top': (e['top'] or [])[:3]})} ({e['model']})"
             elif e["genre"]:
                 what = f"{e['genre']} ({how})"
             else:

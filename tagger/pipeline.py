@@ -127,12 +127,13 @@ class Decision:
 def decide(prediction: Prediction, current: dict[str, list[str]], options: ScanOptions,
            fmt: Optional[str] = None) -> Decision:
     """The rule every route that writes tagger's genres follows (a scan's jobs, a dry run's "would",
-    the beets plugin): below ``options.min_confidence`` nothing is written; a genre the user set
+    the beets plugin): below ``options.min_confidence`` nothing is written, nor for a prediction
+    with a ``reason`` against any genre (a track that does not sound like music); a genre the user set
     (``current`` holds a genre and no model field beside it) is kept unless ``options.overwrite``;
     a top genre off ``genres_only`` is written as nothing, like an unsure one. ``fmt``: the
     file's format, which says how several genres are stored (``fields_for``); None for a
     writer that stores them as a list itself (beets)."""
-    if prediction.confidence < options.min_confidence:
+    if prediction.confidence < options.min_confidence or prediction.reason:
         return Decision(LOW_CONFIDENCE)
     if record.is_users_genre(current) and not options.overwrite:
         return Decision(KEEP)

@@ -104,7 +104,7 @@ def finish(settings: Settings, job: Job, status: str, p: Prediction, before: Opt
         db.add(s.Prediction(
             analysis_id=job.analysis_id, file_id=job.file_id, genre=p.genre, genres=list(p.genres),
             confidence=p.confidence, top=[[g, round(q, 6)] for g, q in p.top], model=p.model,
-            model_version=p.version, decided_by=p.decided_by,
+            model_version=p.version, decided_by=p.decided_by, reason=p.reason,
             previous_genre=tags.shown_genre(before or {}),
         ))
         f = db.get(s.File, job.file_id)

@@ -452,8 +452,8 @@ def _outcome_columns() -> tuple:
     # a file's row in ``outcomes``, ``finished_since`` and ``summary(files=True)``
     return (s.Analysis.id, s.Analysis.status, s.File.path, s.File.raw_path, s.File.format, s.Analysis.error_kind,
             s.Analysis.error, s.Prediction.genre, s.Prediction.genres, s.Prediction.confidence, s.Prediction.top,
-            s.Prediction.model, s.Prediction.model_version, s.Prediction.previous_genre, s.TagChange.before,
-            s.TagChange.after, s.TagChange.state)
+            s.Prediction.model, s.Prediction.model_version, s.Prediction.previous_genre, s.Prediction.reason,
+            s.TagChange.before, s.TagChange.after, s.TagChange.state)
 
 
 def _outcome_rows(db, *where) -> list[dict]:
@@ -463,7 +463,7 @@ def _outcome_rows(db, *where) -> list[dict]:
                     & (s.TagChange.action == s.ChangeAction.WRITE))
          .where(*where))
     rows = []
-    for (aid, status, path, raw, fmt, ekind, error, genre, genres, conf, top, model, version, previous,
+    for (aid, status, path, raw, fmt, ekind, error, genre, genres, conf, top, model, version, previous, reason,
          before, after, cstate) in db.execute(q):
         previous = list(previous or [])
         # the genre the file holds by this analysis: written (tagged), or the user's, kept
@@ -474,6 +474,8 @@ def _outcome_rows(db, *where) -> list[dict]:
             "predicted": genre, "confidence": None if conf is None else round(float(conf), 4),
             "top": [[t[0], round(float(t[1]), 4)] for t in (top or [])[:3]],
             "model": f"{model} {version}" if model else None, "previous_genre": previous,
+            # why no genre may be written whatever the confidence (does not sound like music)
+            "reason": reason,
             "change": ({"before": dict(before or {}), "after": dict(after or {}), "state": cstate}
                        if after is not None else None),
             "error": {"kind": ekind, "reason": error} if status == s.FAILED else None,
@@ -497,8 +499,8 @@ def _would(row: dict, options: ScanOptions) -> None:
         return
     prediction = Prediction(genre=row["predicted"], confidence=float(row["_confidence"]), top=[],
                             model=row["_model"], version=row["_version"], decided_by="",
-                            genres=row["_predicted_genres"])
-    if prediction.confidence < options.min_confidence:  # whatever the file holds
+                            genres=row["_predicted_genres"], reason=row["reason"])
+    if prediction.confidence < options.min_confidence or prediction.reason:  # whatever the file holds
         row["would"] = pipeline.LOW_CONFIDENCE
         return
     try:
@@ -524,7 +526,8 @@ def _public(row: dict) -> dict:
 def outcomes(settings: Settings, scan_id: int) -> list[dict]:
     """Every file of a scan with what it got, by path: ``status``; ``genre``/``genres`` (written,
     or the user's kept; for a dry run what it would write or keep); ``predicted``, ``confidence``,
-    ``top`` (3 candidates), ``model``; ``previous_genre``; ``change`` (the tag diff: ``before``,
+    ``top`` (3 candidates), ``model``; ``previous_genre``; ``reason`` (why no genre may be written
+    whatever the confidence: "does not sound like music (…)"; else None); ``change`` (the tag diff: ``before``,
     ``after`` of genre, confidence and model; for a dry run the one it would write); ``would``
     (dry runs only); ``error`` (failures: kind, reason).
 

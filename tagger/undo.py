@@ -138,7 +138,7 @@ def history(settings: Settings, path: str) -> list[dict]:
                 "event": "analysis", "status": a.status, "error": a.error,
                 "genre": p.genre if p else None, "confidence": round(p.confidence, 4) if p else None,
                 "top": p.top if p else None, "model": f"{p.model} {p.model_version}" if p else None,
-                "decided_by": p.decided_by if p else None,
+                "decided_by": p.decided_by if p else None, "reason": p.reason if p else None,
                 # the genre the file held before; for a kept one, the user's genre that was kept
                 "previous_genre": list(p.previous_genre or []) if p else [],
                 "kept_genre": list(p.previous_genre or []) if p and a.status == s.KEPT else None,

@@ -82,6 +82,9 @@ def _schemas() -> dict[str, Any]:
             "genre": _STR, "confidence": {**_NUM, "minimum": 0, "maximum": 1},
             "genres": {"type": "array", "items": _STR}, "top": top, "model": _STR, "version": _STR,
             "decided_by": _STR, "format": _STR, "duration_s": _NUM, "windows": _INT,
+            "reason": {**_nullable(_STR), "description": "why no genre would be written whatever the confidence "
+                                                        "(\"does not sound like music (a steady tone)\"); null "
+                                                        "when the confidence alone decides"},
             "source": {"type": "string", "enum": ["upload", "path"]},
             "timings_ms": _obj({"decode": _NUM, "predict": _NUM, "total": _NUM}),
         }),

@@ -222,6 +222,7 @@ def predict_file(path: str, settings: Settings, batcher: Batcher) -> dict[str, A
         "model": p.model,
         "version": p.version,
         "decided_by": p.decided_by,
+        "reason": p.reason,
         "format": fmt,
         "duration_s": round(info.duration, 3),
         "windows": heard.windows,

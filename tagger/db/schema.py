@@ -155,6 +155,8 @@ class Prediction(Base):
     model: Mapped[str] = mapped_column(String(128))
     model_version: Mapped[str] = mapped_column(String(64))
     decided_by: Mapped[str] = mapped_column(String(32))
+    # why no genre was written whatever the confidence ("does not sound like music (a steady tone)")
+    reason: Mapped[Optional[str]] = mapped_column(Text)
     # the genre the file held before this analysis (our write or not)
     previous_genre: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -62,6 +62,9 @@ class Prediction:
     version: str
     decided_by: str  # "deep", "fallback", "pretrained", ...
     genres: list[str] = field(default_factory=list)  # multi-value genres when several are confident
+    # why no genre may be written whatever the model says ("does not sound like music (a steady
+    # tone)", tagger.musiclike); None: the confidence alone decides
+    reason: Optional[str] = None
 
     @classmethod
     def from_probs(cls, probs: np.ndarray, card: Card, decided_by: str, k: int = 3) -> "Prediction":

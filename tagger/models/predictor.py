@@ -6,12 +6,15 @@ decides when the primary is missing or fails on a file.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, TypeVar
 
+from tagger import musiclike
 from tagger.audio import Clip
 from tagger.errors import ModelMissing, TaggerError
 from tagger.models import registry
 from tagger.models.base import Model, Prediction
+from tagger.timing import stage
 
 if TYPE_CHECKING:
     from tagger.models.progressive import Heard, Hearing
@@ -57,7 +60,8 @@ class Predictor:
         """Decode and predict one file, progressively where the model allows (``tagger.models.progressive``).
 
         ``run``: how each model of the chain is called: directly (a worker; the default) or
-        through ``tagger serve``'s batcher. Either way the chain's rules are these.
+        through ``tagger serve``'s batcher. Either way the chain's rules are these, and a track
+        that does not sound like music gets no confidence (``unless_no_music``).
         """
         from tagger.models.progressive import DIRECT, hear
 
@@ -65,11 +69,12 @@ class Predictor:
             heard = hear(model, path, fmt, how, run or DIRECT)
             return model.to_prediction(heard.probs), heard
 
-        return self._first_answer(ask)
+        prediction, heard = self._first_answer(ask)
+        return unless_no_music(prediction, heard.clip), heard
 
     def predict(self, clip: Clip) -> Prediction:
         """The chain's prediction for clip's windows, all heard at once."""
-        return self._first_answer(lambda model: model.predict(clip))
+        return unless_no_music(self._first_answer(lambda model: model.predict(clip)), clip)
 
     def _first_answer(self, ask: Callable[[Model], T]) -> T:
         """``ask(model)`` of the first model of the chain that answers; later ones load only when needed.
@@ -90,3 +95,14 @@ class Predictor:
                 errors.append(f"{model.card.name}: {type(exc).__name__}: {exc}")
         errors += [f"{n}: {e}" for n, e in self._failed_loads.items()]
         raise ModelMissing("no usable genre model (" + ("; ".join(errors) or "none installed") + ")")
+
+
+def unless_no_music(prediction: Prediction, clip: Clip) -> Prediction:
+    """``prediction``, or, when the windows heard do not sound like music (``tagger.musiclike``:
+    a steady tone or noise, a sweep), the same with confidence 0, the chance that any genre is
+    right, and the reason: no genre is written, whatever the threshold."""
+    with stage("features"):
+        reason = musiclike.reason(clip.windows)
+    if reason is None:
+        return prediction
+    return replace(prediction, confidence=0.0, reason=reason)

@@ -180,13 +180,13 @@ def collect(settings: Settings, scan_id: Optional[int] = None, limit: int = LIMI
         lists: dict[str, list] = {name: [] for name in ALL_LISTS}
         if "low_confidence" in f.lists:
             q = (latest_predictions(s.Analysis.scan_id, s.File.path, s.Prediction.genre, s.Prediction.confidence,
-                                    s.Prediction.top, s.Prediction.model, s.Analysis.finished_at)
+                                    s.Prediction.top, s.Prediction.model, s.Prediction.reason, s.Analysis.finished_at)
                  .join(s.File, s.Analysis.file_id == s.File.id).where(s.Analysis.status == s.LOW_CONFIDENCE))
             totals["low_confidence"] = db.scalar(select(func.count()).select_from(q.subquery()))
             lists["low_confidence"] = [
                 {"scan_id": sc, "path": p, "genre": g, "confidence": _r(conf),
-                 "top": [[t[0], _r(t[1])] for t in (top or [])[:3]], "model": m, "at": _iso(at)}
-                for sc, p, g, conf, top, m, at in db.execute(
+                 "top": [[t[0], _r(t[1])] for t in (top or [])[:3]], "model": m, "reason": why, "at": _iso(at)}
+                for sc, p, g, conf, top, m, why, at in db.execute(
                     q.order_by(s.Prediction.confidence, s.File.path).limit(limit))]
         if "failed" in f.lists:
             q = (select(s.Analysis.scan_id, s.File.path, s.Analysis.error_kind, s.Analysis.error, s.Analysis.attempts,
@@ -220,7 +220,8 @@ def collect(settings: Settings, scan_id: Optional[int] = None, limit: int = LIMI
             # each file's latest finished analysis: what it got (written, kept, not sure, failed)
             q = (select(s.Analysis.scan_id, s.File.path, s.Analysis.status, s.Prediction.genre, s.Prediction.genres,
                         s.Prediction.confidence, s.Prediction.top, s.Prediction.previous_genre, s.Prediction.model,
-                        s.Prediction.model_version, s.Analysis.error_kind, s.Analysis.error, s.Analysis.finished_at)
+                        s.Prediction.model_version, s.Prediction.reason, s.Analysis.error_kind, s.Analysis.error,
+                        s.Analysis.finished_at)
                  .select_from(s.Analysis).join(latest, latest.c.aid == s.Analysis.id)
                  .join(s.File, s.Analysis.file_id == s.File.id)
                  .outerjoin(s.Prediction, s.Prediction.analysis_id == s.Analysis.id)
@@ -267,7 +268,7 @@ def _library_genres(db) -> dict[str, int]:
     return counts
 
 
-def _file_row(scan_id, path, status, genre, genres, conf, top, previous, model, version, error_kind, error,
+def _file_row(scan_id, path, status, genre, genres, conf, top, previous, model, version, reason, error_kind, error,
               at) -> dict[str, Any]:
     previous = list(previous or [])
     held = list(genres or [genre]) if status == s.TAGGED else previous if status == s.KEPT else []
@@ -276,7 +277,7 @@ def _file_row(scan_id, path, status, genre, genres, conf, top, previous, model, 
         # the genre the file holds by tagger: written (tagged), or the user's, kept; none otherwise
         "genre": genre if status == s.TAGGED else (held[0] if held else None), "genres": held,
         "predicted": genre, "confidence": _r(conf), "top": [[t[0], _r(t[1])] for t in (top or [])[:3]],
-        "previous_genre": previous, "model": f"{model} {version}" if model else None,
+        "previous_genre": previous, "model": f"{model} {version}" if model else None, "reason": reason,
         "error": {"kind": error_kind, "reason": error} if status == s.FAILED else None, "at": _iso(at),
     }
 

@@ -217,14 +217,19 @@ def scans_table(doc: dict[str, Any], note: Optional[str]) -> str:
     return _table("t-scans", headers, rows, "No scans yet: run tagger scan PATH.", note, doc["totals"]["scans"])
 
 
+def _chips(top: list) -> str:
+    """A prediction's candidates, a chip each."""
+    return " ".join(f'<span class="chip">{_e(g)} <b>{p:.2f}</b></span>' for g, p in top)
+
+
 def low_table(doc: dict[str, Any], note: Optional[str]) -> str:
     rows = []
     for r in doc["low_confidence"]:
-        top = " ".join(f'<span class="chip">{_e(g)} <b>{p:.2f}</b></span>' for g, p in r["top"])
+        top = _e(r["reason"]) if r["reason"] else _chips(r["top"])
         rows.append("<tr>" + _path_td(r["path"]) + _td(r["genre"])
                     + f'<td data-v="{r["confidence"]}">{_meter(r["confidence"], True)}</td>'
                     + f'<td>{top}</td>' + _td(f"#{r['scan_id']}", r["scan_id"]) + "</tr>")
-    return _table("t-low", [("file", "text"), ("best guess", "text"), ("confidence", "num"), ("top 3", "text"),
+    return _table("t-low", [("file", "text"), ("best guess", "text"), ("confidence", "num"), ("top 3 / reason", "text"),
                             ("scan", "num")], rows,
                   "No low-confidence files: every prediction cleared the threshold.", note,
                   doc["totals"].get("low_confidence", 0))
@@ -257,7 +262,7 @@ def files_table(doc: dict[str, Any], note: Optional[str]) -> str:
     rows = []
     for r in doc["files"]:
         if r["status"] == "low_confidence":
-            extra = " ".join(f'<span class="chip">{_e(g)} <b>{p:.2f}</b></span>' for g, p in r["top"])
+            extra = _e(r["reason"]) if r["reason"] else _chips(r["top"])
         elif r["status"] == "failed":
             extra = _e((r["error"] or {}).get("reason") or "")
         elif r["status"] in ("kept", "dry_run") and r["predicted"]:

@@ -43,8 +43,8 @@ def render_csv(doc: dict[str, Any]) -> str:
                     json.dumps({"before": r["before"], "state": r["state"], "at": r["at"]})])
     for r in doc.get("files", []):
         w.writerow(["file", r["scan_id"], r["path"], ";".join(r["genres"]), r["status"],
-                    json.dumps({k: r[k] for k in ("confidence", "predicted", "top", "previous_genre", "model", "error",
-                                                  "at")})])
+                    json.dumps({k: r[k] for k in ("confidence", "predicted", "top", "previous_genre", "model", "reason",
+                                                  "error", "at")})])
     for name, n in doc["totals"].items():
         w.writerow(["total", "", name, "", n, "truncated" if name in doc["truncated"] else ""])
     return buf.getvalue()

@@ -109,9 +109,9 @@ def render_table(doc: dict[str, Any], color: bool = False) -> str:
 
     if "low_confidence" in f["lists"]:
         out += ["", title(SECTION_TITLES["low_confidence"])]
-        out.append(_table(["scan", "file", "genre", "conf.", "top 3"], [
+        out.append(_table(["scan", "file", "genre", "conf.", "top 3 / reason"], [
             [r["scan_id"], r["path"], r["genre"], f"{r['confidence']:.2f}",
-             ", ".join(f"{g} {p:.2f}" for g, p in r["top"])] for r in doc["low_confidence"]],
+             r["reason"] or candidates(r["top"])] for r in doc["low_confidence"]],
             status_style({3: "yellow"})) if doc["low_confidence"] else "(none)")
     if "failed" in f["lists"]:
         out += ["", title(SECTION_TITLES["failed"])]
@@ -146,7 +146,7 @@ def _file_note(r: dict[str, Any]) -> str:
     """The files list's last column: the candidates of an unsure prediction, what a kept genre
     was predicted as, a failure's reason."""
     if r["status"] == "low_confidence":
-        return candidates(r["top"])
+        return r["reason"] or candidates(r["top"])
     if r["status"] in ("kept", "dry_run") and r["predicted"]:
         return f"predicted {r['predicted']} {r['confidence']:.2f}"
     if r["status"] == "failed":
