@@ -61,6 +61,8 @@ class Settings:
     window_step: int = Hearing.step
     #: top probability at which the windows heard so far decide a track
     early_stop: float = Hearing.stop
+    #: below this best chance of being right the windows heard so far decide a track, untagged (0: never)
+    give_up: float = Hearing.give_up
     #: musicnn's arithmetic: auto (bfloat16 where the CPU has it in hardware), float32, bfloat16
     precision: str = "auto"
     #: keras (TensorFlow: faster per track here) or litert (the default model's LiteRT export: a worker
@@ -97,7 +99,7 @@ class Settings:
     @property
     def hearing(self) -> Hearing:
         """How much of each track the model hears (``tagger.options.Hearing``)."""
-        return Hearing(self.windows, self.first_windows, self.window_step, self.early_stop)
+        return Hearing(self.windows, self.first_windows, self.window_step, self.early_stop, self.give_up)
 
     @property
     def naming(self) -> Naming:
@@ -146,6 +148,7 @@ class Settings:
             "TAGGER_FIRST_WINDOWS": str(self.first_windows),
             "TAGGER_WINDOW_STEP": str(self.window_step),
             "TAGGER_EARLY_STOP": str(self.early_stop),
+            "TAGGER_GIVE_UP": str(self.give_up),
         }
 
 
@@ -311,6 +314,8 @@ def load_with_sources(
         raise ConfigError(f"window_step must be between 0 and {MAX_WINDOWS}")
     if "early_stop" in values and not 0.0 <= values["early_stop"] <= 1.0:
         raise ConfigError("early_stop must be between 0 and 1")
+    if "give_up" in values and not 0.0 <= values["give_up"] < 1.0:
+        raise ConfigError("give_up must be at least 0 and below 1")
     if "windows" in values and not 1 <= values["windows"] <= MAX_WINDOWS:
         raise ConfigError(f"windows must be between 1 and {MAX_WINDOWS}")
     if "genre_names" in values or "genres_only" in values:

@@ -140,6 +140,7 @@ def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), how=
         first_windows=how.first,
         window_step=how.step,
         early_stop=how.stop,
+        give_up=how.give_up,
         mean_windows_heard=round(float(np.mean(heard_windows)), 2) if heard_windows else None,
         unknown_labels=unknown,
         errors=errors,
@@ -163,6 +164,8 @@ def render_text(result: dict) -> str:
         if 0 < result["first_windows"] < result["windows"]:
             how = (f"first {result['first_windows']}, then {result['window_step'] or 'the rest'} at a time, "
                    f"stop at {result['early_stop']}")
+            if result.get("give_up"):
+                how += f" or when no answer's chance reaches {result['give_up']}"
         else:
             how = "all at once"
         lines.append(f"windows heard per file: {result['mean_windows_heard']:.2f} of {result['windows']} planned "

@@ -23,13 +23,15 @@ class Hearing:
 
     ``windows`` 3 s windows are planned, spread over the track; ``first`` of them
     are heard first (0: all at once), then ``step`` at a time (0: all the others)
-    while the top probability is below ``stop``.
+    while the top probability is below ``stop`` and the model's best chance of
+    being right (``Model.prospect``) is not below ``give_up`` (0: never give up).
     """
 
     windows: int = 10
     first: int = 3
     step: int = 2
     stop: float = 0.95  # the default model's card: early_stop
+    give_up: float = 0.05  # the default model's card: give_up
 
 
 @dataclass(frozen=True)
@@ -62,17 +64,19 @@ class ScanOptions:
     def from_record(cls, record: Mapping[str, Any] | None) -> "ScanOptions":
         """The options stored with a scan. Rows written before ``hearing`` was nested carry
         ``windows``, ``first_windows``, ``window_step`` and ``early_stop`` flat; missing keys
-        take the defaults."""
+        take the defaults, but for ``give_up``, which is 0 (never) in rows made before it was."""
         record = dict(record or {})
         default = cls()
         nested = record.get("hearing")
         if isinstance(nested, Mapping):
             known = {f.name for f in fields(Hearing)}
-            hearing = Hearing(**{k: v for k, v in nested.items() if k in known})
+            # a scan recorded before give_up existed heard every window it was unsure of
+            hearing = Hearing(**{"give_up": 0.0, **{k: v for k, v in nested.items() if k in known}})
         else:
             h = default.hearing
             hearing = Hearing(int(record.get("windows") or h.windows), int(record.get("first_windows", h.first)),
-                              int(record.get("window_step", h.step)), float(record.get("early_stop", h.stop)))
+                              int(record.get("window_step", h.step)), float(record.get("early_stop", h.stop)),
+                              0.0 if record else h.give_up)
         n = record.get("naming") if isinstance(record.get("naming"), Mapping) else {}
         naming = Naming(tuple((str(a), str(b)) for a, b in n.get("names", ())),
                         tuple(str(g) for g in n.get("only", ())), str(n.get("separator", "")))

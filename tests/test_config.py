@@ -89,17 +89,20 @@ def test_precision_setting(tmp_path):
 def test_progressive_settings(tmp_path):
     none = tmp_path / "none.toml"
     s = config.load(config_file=none, environ={})
-    assert (s.first_windows, s.window_step, s.early_stop) == (3, 2, 0.95)
+    assert (s.first_windows, s.window_step, s.early_stop, s.give_up) == (3, 2, 0.95, 0.05)
     s = config.load(config_file=none, environ={"TAGGER_FIRST_WINDOWS": "0", "TAGGER_EARLY_STOP": "0.9",
-                                               "TAGGER_WINDOW_STEP": "1"})
-    assert (s.first_windows, s.window_step, s.early_stop) == (0, 1, 0.9)
-    assert s.hearing == Hearing(10, 0, 1, 0.9)
+                                               "TAGGER_WINDOW_STEP": "1", "TAGGER_GIVE_UP": "0"})
+    assert (s.first_windows, s.window_step, s.early_stop, s.give_up) == (0, 1, 0.9, 0.0)
+    assert s.hearing == Hearing(10, 0, 1, 0.9, 0.0)
     env = s.to_env()
-    assert (env["TAGGER_FIRST_WINDOWS"], env["TAGGER_WINDOW_STEP"], env["TAGGER_EARLY_STOP"]) == ("0", "1", "0.9")
+    assert (env["TAGGER_FIRST_WINDOWS"], env["TAGGER_WINDOW_STEP"], env["TAGGER_EARLY_STOP"],
+            env["TAGGER_GIVE_UP"]) == ("0", "1", "0.9", "0.0")
     # a child process given that environment has the same settings
     assert config.load(config_file=none, environ=env).hearing == s.hearing
     with pytest.raises(ConfigError, match="early_stop must be between 0 and 1"):
         config.load(config_file=none, environ={"TAGGER_EARLY_STOP": "1.5"})
+    with pytest.raises(ConfigError, match="give_up must be at least 0 and below 1"):
+        config.load(config_file=none, environ={"TAGGER_GIVE_UP": "1"})
     with pytest.raises(ConfigError, match="first_windows must be between 0 and 64"):
         config.load(config_file=none, environ={"TAGGER_FIRST_WINDOWS": "-1"})
     with pytest.raises(ConfigError, match="window_step must be between 0 and 64"):

@@ -38,6 +38,8 @@ def test_the_default_chain_is_the_open_set_model_and_its_threshold_is_the_defaul
     s = config.Settings()
     assert s.min_confidence == card.extra["threshold"]
     assert s.early_stop == card.extra["early_stop"]
+    assert s.give_up == card.extra["give_up"] == card.extra["give_up_check"]["chosen"]
+    assert card.extra["give_up_check"]["debian"]["tags_changed"] == 0
     m = card.metrics
     # the figures the threshold was chosen on, and its calibration
     assert m["pooled_precision"] >= 0.9
@@ -89,6 +91,30 @@ def test_unsure_names_the_heads_candidate_first(model):
     assert probs.max() < dec.threshold
     assert dec.labels[int(np.argmax(probs))] == cands[0][0]  # the head's
     assert cands[0][0] == dec.head_labels[int(np.argmax(ev.head_probs))]
+    # its prospect is the likelier candidate's chance, whichever is named first
+    chances = [float(dec.calibrator[kind_of(x)].predict_proba(x[None])[0, 1]) for _, x in cands]
+    assert model.prospect(rows) == pytest.approx(max(chances)) and model.prospect(rows) >= probs.max()
+
+
+def test_the_training_replay_gives_up_as_hearing_does():
+    """training.openset.decisions stops a clip once its likelier candidate is below give_up, keeping
+    the stage's answer, as tagger.models.progressive does with Model.prospect."""
+    from training.openset import decisions
+
+    head, tags = np.zeros(len(FEATURES)), np.zeros(len(FEATURES))
+    head[FEATURES.index("is_head_top")] = 1
+    eps, probs = [], []
+    # one clip: hopeless after its first stage (0.03 at best), sure after its second (0.9, right)
+    for stage, (ph, pt) in enumerate([(0.02, 0.03), (0.9, 0.1)]):
+        for genre, x, p_ in (("jazz", head, ph), ("ambient", tags, pt)):
+            eps.append({"clip": 0, "kind": "cv", "held": "0", "stage": stage, "genre": genre, "x": x,
+                        "right": genre == "jazz", "true": "jazz"})
+            probs.append(p_)
+    never = decisions(eps, np.array(probs), 0.8, 0.95)
+    assert [(d["genre"], d["p"], d["stages"]) for d in never] == [("jazz", 0.9, 2)]
+    given_up = decisions(eps, np.array(probs), 0.8, 0.95, give_up=0.05)
+    assert [(d["genre"], d["p"], d["stages"]) for d in given_up] == [("jazz", 0.02, 1)]  # the head's, untagged
+    assert decisions(eps, np.array(probs), 0.8, 0.95, give_up=0.02)[0]["stages"] == 2  # 0.03 is not below 0.02
 
 
 @pytest.mark.slow

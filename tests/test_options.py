@@ -18,7 +18,7 @@ def test_options_come_from_the_settings_and_come_back_from_the_record(tmp_path):
     scan_id = scan.create(settings, [str(tmp_path)], options, follows=False)
     with session_scope(settings.database_url) as db:
         stored = db.get(s.Scan, scan_id).options
-    assert stored["hearing"] == {"windows": 6, "first": 2, "step": 0, "stop": 0.8}
+    assert stored["hearing"] == {"windows": 6, "first": 2, "step": 0, "stop": 0.8, "give_up": Hearing.give_up}
     assert ScanOptions.from_record(stored) == options
 
 
@@ -26,5 +26,8 @@ def test_rows_of_scans_recorded_before_hearing_was_nested_read_the_same():
     flat = {"dry_run": False, "force": True, "min_confidence": 0.7, "overwrite": False, "model": "",
             "windows": 4, "first_windows": 0, "window_step": 1, "early_stop": 0.95}
     assert ScanOptions.from_record(flat) == ScanOptions(force=True, min_confidence=0.7,
-                                                        hearing=Hearing(4, 0, 1, 0.95))
+                                                        hearing=Hearing(4, 0, 1, 0.95, give_up=0.0))
+    # a scan recorded before hearing could give up keeps hearing as it was asked to
+    nested = {"hearing": {"windows": 10, "first": 3, "step": 2, "stop": 0.95}}
+    assert ScanOptions.from_record(nested).hearing == Hearing(10, 3, 2, 0.95, give_up=0.0)
     assert ScanOptions.from_record(None) == ScanOptions()

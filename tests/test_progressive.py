@@ -139,3 +139,21 @@ def test_the_api_hears_a_file_as_a_scan_does(tmp_path):
         assert batcher.largest_batch > 1  # at least one model call answered several requests
     finally:
         batcher.stop()
+
+
+@needs_gtzan
+def test_a_track_no_answer_can_win_stops_at_the_give_up():
+    # the open-set default after the first 3 windows of this clip: its likelier candidate has a
+    # chance of about 0.38; hearing all nine makes it jazz at 0.84, above the 0.8 threshold
+    model = registry.load("gtzan-musicnn-openset")
+    path = GTZAN / "jazz" / "jazz.00000.mp3"
+    hopeless = progressive.hear(model, path, "mp3", progressive.Hearing(10, 3, 2, 0.95, give_up=0.5))
+    assert hopeless.windows == 3
+    rows = model.window_probs(hopeless.clip)
+    assert model.prospect(rows) < 0.5
+    assert hopeless.probs.max() <= model.prospect(rows)  # unsure: no entry above the best chance
+    assert np.allclose(hopeless.probs, model.from_windows(rows))
+    for give_up in (0.0, 0.05):  # 0: never; the card's 0.05 is below this clip's chance, so it hears on
+        heard = progressive.hear(model, path, "mp3", progressive.Hearing(10, 3, 2, 0.95, give_up=give_up))
+        assert heard.windows == heard.planned and heard.probs.max() >= 0.8
+        assert model.card.labels[int(np.argmax(heard.probs))] == "jazz"

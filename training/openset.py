@@ -5,6 +5,8 @@
     clip); writes ``runs/openset/report.json`` and the reliability diagram
 ``python -m training.openset train --out DIR``   fits on every clip and writes the artifact
 ``python -m training.openset bf16``   the shipped decider on float32 vs bfloat16 network outputs
+``python -m training.openset giveup``   the shipped decider's give-up: hearing stops once no candidate can
+    reach the threshold
     (``python -m training.openset_embed ... --precision bfloat16`` first)
 
 Reads the per-window network outputs cached by ``python -m training.openset_embed``
@@ -49,6 +51,10 @@ CAL_C = 1.0
 OPEN_SHARE = 0.5
 #: the early-stop values tried (progressive hearing stops once the answer reaches one; 1.01: never)
 EARLY_STOPS = (0.75, 0.8, 0.85, 0.9, 0.95, 1.01)
+#: the give-up values tried: hearing stops once neither candidate's probability reaches one (0: never)
+GIVE_UPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
+#: a give-up may cost at most this share of the right tags written without one, and no wrong tag more
+GIVE_UP_LOSS = 0.01
 
 
 def track_rows(data: dict) -> list[np.ndarray]:
@@ -171,10 +177,12 @@ def nested_probs(eps: list[dict], y: list[str], folds) -> np.ndarray:
     return probs
 
 
-def decisions(eps: list[dict], probs: np.ndarray, threshold: float, stop: float) -> list[dict]:
+def decisions(eps: list[dict], probs: np.ndarray, threshold: float, stop: float,
+              give_up: float = 0.0) -> list[dict]:
     """What the model would record for every clip of every episode, heard progressively: at each
     stage the likelier candidate (the head's when neither reaches ``threshold``,
-    ``OpenSetDecider.decide``), stopping at the first stage whose answer reaches ``stop``."""
+    ``OpenSetDecider.decide``), stopping at the first stage whose answer reaches ``stop`` or
+    whose likelier candidate stays below ``give_up`` (``OpenSetDecider.prospect``)."""
     by_clip: dict[tuple, dict[int, list[int]]] = {}
     for j, e in enumerate(eps):
         by_clip.setdefault((e["kind"], e["held"], e["clip"]), {}).setdefault(e["stage"], []).append(j)
@@ -184,9 +192,10 @@ def decisions(eps: list[dict], probs: np.ndarray, threshold: float, stop: float)
         for k in sorted(st):
             js = st[k]
             best = max(js, key=lambda j: probs[j])
+            hopeless = probs[best] < give_up
             if probs[best] < threshold:
                 best = next(j for j in js if eps[j]["x"][head_i])
-            if probs[best] >= stop:
+            if probs[best] >= stop or hopeless:
                 break
         e = eps[best]
         out.append({"kind": e["kind"], "held": e["held"], "clip": e["clip"], "true": e["true"],
@@ -265,6 +274,25 @@ def choose(eps: list[dict], probs: np.ndarray) -> tuple[float, float, list[dict]
     return 0.95, 1.01, decisions(eps, probs, 0.95, 1.01)
 
 
+def choose_give_up(eps: list[dict], probs: np.ndarray, t: float, stop: float) -> tuple[float, dict]:
+    """The largest of GIVE_UPS at which the decisions at threshold ``t`` and early stop ``stop``
+    stay ``acceptable``, keep all but GIVE_UP_LOSS of the right tags written without giving up,
+    and write no wrong tag more; with the sweep (windows heard, right and wrong tags per value)."""
+    sweep, chosen, base = {}, 0.0, None
+    for g in GIVE_UPS:
+        d = decisions(eps, probs, t, stop, g)
+        s = at_threshold(d, t)
+        right, wrong = s["cv"]["right"] + s["logo"]["right"], s["cv"]["wrong"] + s["logo"]["wrong"]
+        base = base or (right, wrong)
+        ok = acceptable(s, d, t) and right >= base[0] * (1 - GIVE_UP_LOSS) and wrong <= base[1]
+        sweep[f"{g:.2f}"] = {"windows_heard": windows_heard(d), "right": right, "wrong": wrong,
+                             "cv_coverage": s["cv"]["coverage"], "logo_coverage": s["logo"]["coverage"],
+                             "acceptable": bool(ok)}
+        if ok:
+            chosen = g
+    return chosen, sweep
+
+
 def reliability_png(bins: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -323,7 +351,8 @@ def windows_heard(dec: list[dict], first: int = 3, step: int = 2, n: int = 9) ->
     return round(float(np.mean([min(n, first + step * (d["stages"] - 1)) for d in dec])), 2)
 
 
-def unlabelled_check(decider: OpenSetDecider, threshold: float, stop: float, name: str = "debian") -> dict:
+def unlabelled_check(decider: OpenSetDecider, threshold: float, stop: float, name: str = "debian",
+                     give_up: float = 0.0) -> dict:
     """Genres the shipped decider writes on unlabelled music, per folder, and where the sources disagree."""
     try:
         data = load(name)
@@ -332,7 +361,7 @@ def unlabelled_check(decider: OpenSetDecider, threshold: float, stop: float, nam
     rows = track_rows(data)
     out = []
     for path, r in zip(data["ids"], rows):
-        probs, windows = heard(decider, r, stop)
+        probs, windows = heard(decider, r, stop, give_up)
         ev = decider.evidence(r[windows])
         k = int(np.argmax(probs))
         cands = [g for g, _ in decider.candidates(ev)]
@@ -342,8 +371,9 @@ def unlabelled_check(decider: OpenSetDecider, threshold: float, stop: float, nam
     per_folder: dict[str, dict] = {}
     for o in out:
         f = per_folder.setdefault(o["track"].split("/")[0], {"tracks": 0, "untagged": 0, "genres": {},
-                                                            "sources_disagree": 0})
+                                                            "sources_disagree": 0, "windows": 0})
         f["tracks"] += 1
+        f["windows"] += o["windows"]
         f["sources_disagree"] += o["head"] != o["tags"]
         if o["written"]:
             f["genres"][o["genre"]] = f["genres"].get(o["genre"], 0) + 1
@@ -352,16 +382,17 @@ def unlabelled_check(decider: OpenSetDecider, threshold: float, stop: float, nam
     return {"per_folder": per_folder, "tracks": out}
 
 
-def heard(decider: OpenSetDecider, rows: np.ndarray, stop: float) -> tuple[np.ndarray, list[int]]:
+def heard(decider: OpenSetDecider, rows: np.ndarray, stop: float, give_up: float = 0.0) -> tuple[np.ndarray, list[int]]:
     """The decider's probabilities for one track's window rows as progressive hearing leaves them
-    (3 windows, then 2 at a time, until the answer reaches ``stop``), and the windows heard."""
+    (3 windows, then 2 at a time, until the answer reaches ``stop`` or no candidate reaches
+    ``give_up``), and the windows heard."""
     from tagger.models.progressive import stages
 
     idx: list[int] = []
     for stage in stages(len(rows), 3, 2):
         idx += stage
         p = decider.decide(rows[sorted(idx)])
-        if p.max() >= stop:
+        if p.max() >= stop or (give_up > 0 and decider.prospect(rows[sorted(idx)]) < give_up):
             break
     return p, sorted(idx)
 
@@ -374,6 +405,8 @@ def cmd_cv(args) -> int:
     eps = episodes(rows, y, groups, folds)
     probs = nested_probs(eps, y, folds)
     t, stop, dec = choose(eps, probs)
+    give_up, give_up_sweep = choose_give_up(eps, probs, t, stop)
+    dec = decisions(eps, probs, t, stop, give_up)
     full = decisions(eps, probs, t, 1.01)
     err, bins = ece(dec)
     per_genre = {}
@@ -403,7 +436,7 @@ def cmd_cv(args) -> int:
     report = {
         "sample_note": "GTZAN here is a partial copy (218 clips; blues 69, jazz 73, the rest 8-10): a small sample, "
                        "one clip moves a minor class by 0.1",
-        "threshold": t, "early_stop": stop, "windows_heard": windows_heard(dec),
+        "threshold": t, "early_stop": stop, "give_up": give_up, "windows_heard": windows_heard(dec),
         "at_threshold": at_threshold(dec, t),
         "pooled_precision": round(pooled_precision(at_threshold(dec, t)), 4),
         "logo_macro_wrong": round(macro_logo_wrong(dec, t), 4),
@@ -420,19 +453,20 @@ def cmd_cv(args) -> int:
         "at_threshold_all_windows": at_threshold(full, t),
         "sweep_thresholds": sweep,
         "sweep_early_stop": stops,
+        "sweep_give_up": give_up_sweep,
         "features": list(FEATURES),
         "open_share": OPEN_SHARE,
         "seconds": round(time.time() - t0, 1),
     }
     final = final_decider(rows, y, groups, folds, eps)
     final.threshold = t
-    report["debian"] = unlabelled_check(final, t, stop)
+    report["debian"] = unlabelled_check(final, t, stop, give_up=give_up)
     RUNS.mkdir(parents=True, exist_ok=True)
     (RUNS / "report.json").write_text(json.dumps(report, indent=1))
     reliability_png(bins, RUNS / "reliability.png",
                     f"{len(dec)} nested decisions (grouped CV + leave-one-genre-out)\nECE {err:.3f}")
-    print(json.dumps({k: report[k] for k in ("threshold", "early_stop", "windows_heard", "pooled_precision",
-                                              "at_threshold", "ece", "sweep_early_stop")}, indent=1))
+    print(json.dumps({k: report[k] for k in ("threshold", "early_stop", "give_up", "windows_heard", "pooled_precision",
+                                              "at_threshold", "ece", "sweep_early_stop", "sweep_give_up")}, indent=1))
     for g, v in per_genre.items():
         print(f"  logo {g:10s} right {v['right']:3d} wrong {v['wrong']:3d} untagged {v['untagged']:3d} {v['wrong_genres']}")
     print("cv top-1 (as recorded)", acc["accuracy"], "macro-F1", acc["macro_f1"], "| all windows",
@@ -448,7 +482,8 @@ def cmd_bf16(args) -> int:
     import joblib
 
     dec = joblib.load(Path(args.model) / "decider.joblib")
-    stop = json.loads((Path(args.model) / "card.json").read_text())["early_stop"]
+    card = json.loads((Path(args.model) / "card.json").read_text())
+    stop, give_up = card["early_stop"], card.get("give_up", 0.0)
     out = {}
     for name in ("gtzan", "debian"):
         try:
@@ -459,7 +494,7 @@ def cmd_bf16(args) -> int:
         same = written_same = 0
         diff = []
         for x, y_ in zip(ra, rb):
-            pa, pb = heard(dec, x, stop)[0], heard(dec, y_, stop)[0]
+            pa, pb = heard(dec, x, stop, give_up)[0], heard(dec, y_, stop, give_up)[0]
             same += int(np.argmax(pa) == np.argmax(pb))
             written_same += int((pa.max() >= dec.threshold) == (pb.max() >= dec.threshold))
             diff.append(abs(float(pa.max()) - float(pb.max())))
@@ -485,6 +520,52 @@ def cmd_bf16(args) -> int:
     return 0
 
 
+def cmd_give_up(args) -> int:
+    """Choose the shipped decider's give-up on the nested GTZAN episodes at its card's threshold
+    and early stop (``choose_give_up``), then replay the shipped decider on the unlabelled
+    collection with and without it: windows heard, and the tags written that it changes."""
+    import joblib
+
+    model = Path(args.model)
+    card_path = model / "card.json"
+    card = json.loads(card_path.read_text())
+    t, stop = card["threshold"], card["early_stop"]
+    data, ids, y, groups = gtzan_data()
+    rows = track_rows(data)
+    folds = folds_for(y, groups)
+    eps = episodes(rows, y, groups, folds)
+    probs = nested_probs(eps, y, folds)
+    give_up, sweep = choose_give_up(eps, probs, t, stop)
+    check = {"chosen": give_up, "nested_gtzan": sweep}
+    dec = joblib.load(model / "decider.joblib")
+    try:
+        unl = track_rows(load(args.collection))
+    except SystemExit:
+        unl = []
+    if unl:
+        before = [heard(dec, r, stop) for r in unl]
+        after = [heard(dec, r, stop, give_up) for r in unl]
+        label = [(int(np.argmax(p)) if p.max() >= t else None) for p, _ in before]
+        label_gu = [(int(np.argmax(p)) if p.max() >= t else None) for p, _ in after]
+        check[args.collection] = {
+            "tracks": len(unl),
+            "windows_per_track": [round(float(np.mean([len(w) for _, w in before])), 2),
+                                  round(float(np.mean([len(w) for _, w in after])), 2)],
+            "tagged": [sum(x is not None for x in label), sum(x is not None for x in label_gu)],
+            "tags_changed": sum(a != b for a, b in zip(label, label_gu)),
+        }
+    print(json.dumps(check, indent=1))
+    if args.write:
+        import datetime
+
+        card["give_up"] = give_up
+        card["give_up_check"] = {"checked": datetime.date.today().isoformat(),
+                                 "command": "python -m training.openset giveup --write", **check}
+        card_path.write_text(json.dumps(card, indent=1) + "\n")
+        print(f"recorded in {card_path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.openset", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -495,10 +576,15 @@ def main(argv: list[str] | None = None) -> int:
     bf = sub.add_parser("bf16", help="the shipped decider on float32 vs bfloat16 network outputs")
     bf.add_argument("--model", default=str(ROOT / "tagger" / "models" / "artifacts" / "gtzan-musicnn-openset"))
     bf.add_argument("--write", action="store_true", help="record the check in the card (enables bfloat16 there)")
+    gu = sub.add_parser("giveup", help="choose the shipped decider's give-up (hearing stops on hopeless tracks)")
+    gu.add_argument("--model", default=str(ROOT / "tagger" / "models" / "artifacts" / "gtzan-musicnn-openset"))
+    gu.add_argument("--collection", default="debian", help="the unlabelled collection to replay it on")
+    gu.add_argument("--write", action="store_true", help="record the choice and its check in the card")
     pl = sub.add_parser("plain", help="write a model folder's decider.joblib again as decider.npz (what workers load)")
     pl.add_argument("--model", default=str(ROOT / "tagger" / "models" / "artifacts" / "gtzan-musicnn-openset"))
     args = ap.parse_args(argv)
-    return {"cv": cmd_cv, "train": cmd_train, "bf16": cmd_bf16, "plain": cmd_plain}[args.cmd](args)
+    return {"cv": cmd_cv, "train": cmd_train, "bf16": cmd_bf16, "plain": cmd_plain,
+            "giveup": cmd_give_up}[args.cmd](args)
 
 
 def cmd_plain(args) -> int:
@@ -556,10 +642,12 @@ def cmd_train(args) -> int:
         "split": "trained on all 218 clips; every figure below is nested out-of-fold (see metrics)",
         "command": f"python -m training.openset_embed gtzan && python -m training.openset train --out {args.out}",
         "early_stop": report["early_stop"],
-        "metrics": {k: report[k] for k in ("sample_note", "threshold", "early_stop", "windows_heard",
+        "give_up": report["give_up"],
+        "metrics": {k: report[k] for k in ("sample_note", "threshold", "early_stop", "give_up", "windows_heard",
                                             "pooled_precision", "logo_macro_wrong", "acceptance", "at_threshold", "ece", "reliability",
                                             "logo_per_genre", "cv_top1", "cv_top1_all_windows",
-                                            "at_threshold_all_windows", "sweep_thresholds", "sweep_early_stop")},
+                                            "at_threshold_all_windows", "sweep_thresholds", "sweep_early_stop",
+                                            "sweep_give_up")},
         "unlabelled_check": report.get("debian", {}).get("per_folder", {}),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seed": SEED,

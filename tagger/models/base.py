@@ -106,6 +106,12 @@ class Model:
         mean = np.asarray(rows, dtype=np.float64).mean(axis=0)
         return mean / mean.sum()
 
+    def prospect(self, rows: np.ndarray) -> float:
+        """The best chance that any answer from these ``window_probs`` rows is right, which
+        progressive hearing compares with ``Hearing.give_up``: for most models the top
+        probability; a model with several candidates (the open-set default) gives its likeliest."""
+        return float(self.from_windows(rows).max())
+
     def predict(self, clip: Clip) -> Prediction:
         return self.to_prediction(self.predict_batch([clip])[0])
 

@@ -193,14 +193,25 @@ class OpenSetDecider:
             out.append((g, x))
         return out
 
+    def scored(self, rows: np.ndarray) -> tuple[Evidence, list[tuple[str, np.ndarray]], np.ndarray]:
+        """The evidence of one track's window rows, its candidates, and each candidate's
+        calibrated probability of being right."""
+        ev = self.evidence(rows)
+        cands = self.candidates(ev)
+        return ev, cands, np.array([self.calibrator[kind_of(x)].predict_proba(x[None])[0, 1] for _, x in cands])
+
+    def prospect(self, rows: np.ndarray) -> float:
+        """The best chance any candidate has of being right on these windows: while it stays
+        below the card's ``give_up``, more windows would almost never lift an answer to the
+        threshold (``training.openset`` measures how rarely), so hearing stops."""
+        return float(self.scored(rows)[2].max())
+
     def decide(self, rows: np.ndarray) -> np.ndarray:
         """Genre probabilities over ``labels`` for one track's window rows: the chosen genre's
         entry is the calibrated probability that it is right; the other candidate keeps its
         own; what is left is shared in proportion to the tag layers' scores, no entry above the
         chosen one's (so a row sums to 1 or a little less)."""
-        ev = self.evidence(rows)
-        cands = self.candidates(ev)
-        p = np.array([self.calibrator[kind_of(x)].predict_proba(x[None])[0, 1] for _, x in cands])
+        ev, cands, p = self.scored(rows)
         labels = self.labels
         out = np.zeros(len(labels))
         order = np.argsort(-p)
@@ -376,6 +387,9 @@ class OpenSetModel(Model):
 
     def from_windows(self, rows: np.ndarray) -> np.ndarray:
         return self.decider.decide(rows)
+
+    def prospect(self, rows: np.ndarray) -> float:
+        return self.decider.prospect(rows)
 
     def predict_batch(self, clips: list[Clip]) -> np.ndarray:
         if not clips:

@@ -5,8 +5,12 @@ A track is planned as ``windows`` windows spread over it. The model first hears
 and 8th), then ``step`` more at a time, spread over those not yet heard
 (``step=0``: all the others at once). After each stage, when the top
 probability of the track (``Model.from_windows`` of the windows heard: for most
-models their mean) reaches ``stop``, that is the answer. A track never that sure hears every window, and its answer is what the
-model would have said hearing all of them at once. This works for models whose
+models their mean) reaches ``stop``, that is the answer; when the model's best chance of being
+right (``Model.prospect``: the open-set default's likelier candidate) stays below ``give_up``,
+hearing stops too, and the track goes untagged as it would have (the card's ``give_up`` is
+chosen so that this almost never changes a tag: ``training.openset giveup``). A track never
+that sure nor that hopeless hears every window, and its answer is what the model would have
+said hearing all of them at once. This works for models whose
 track probabilities are the mean of per-window ones (``Model.window_probs``);
 any other model hears every window.
 
@@ -121,7 +125,7 @@ def hear(model, path: str | Path, fmt: str | None, how: Hearing = Hearing(), run
             return Heard(run.predict_batch(model, [whole])[0], len(whole.windows), n, whole)
         track = _decide(model, probs)
         for stage in order[1:]:
-            if float(track.max()) >= how.stop:
+            if float(track.max()) >= how.stop or _hopeless(model, probs, how):
                 break
             more = reader.read([starts[i] for i in stage])
             clip = _joined(clip, more)
@@ -133,6 +137,15 @@ def hear(model, path: str | Path, fmt: str | None, how: Hearing = Hearing(), run
 def _decide(model, probs: np.ndarray) -> np.ndarray:
     with stage("model"):
         return model.from_windows(probs)
+
+
+def _hopeless(model, probs: np.ndarray, how: Hearing) -> bool:
+    """Whether the windows heard leave no answer a chance of ``how.give_up`` (``Model.prospect``):
+    more windows would almost never make one sure enough to write."""
+    if how.give_up <= 0:
+        return False
+    with stage("model"):
+        return model.prospect(probs) < how.give_up
 
 
 def _joined(a: Clip, b: Clip) -> Clip:
