@@ -95,7 +95,7 @@ def build_corpus_from(music: Path, out: Path, n_tracks: int, seconds: float = 24
     return paths
 
 
-def bounds(paths: list[Path], model_name: str, how) -> dict:
+def bounds(paths: list[Path], model_name: str, how, runtime_name: str = "keras") -> dict:
     """Per-track cost of each stage, measured in this one process (single-threaded runtimes).
 
     Each stage handles exactly the windows the analysis hears: which windows of
@@ -112,9 +112,10 @@ def bounds(paths: list[Path], model_name: str, how) -> dict:
     from tagger.workers import processes
 
     runtime.set_threads(1)
+    runtime.set_runtime(runtime_name)
     model = registry.load(model_name)
     processes.warm_up(Settings(model=model_name, windows=how.windows, first_windows=how.first,
-                               window_step=how.step, early_stop=how.stop))
+                               window_step=how.step, early_stop=how.stop, give_up=how.give_up))
     warm = audio.load_clip(paths[0], formats.confirm(paths[0]))  # imports, filterbanks, first-call costs
     features.mel_patches(warm.windows[0], warm.sr)
     features.mfcc_stats(warm.windows[:1], warm.sr)
@@ -268,6 +269,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tree", type=int, default=10_000, help="files in the synthetic re-scan tree")
     ap.add_argument("--model", default="", help="model (default: the default chain's first)")
+    ap.add_argument("--runtime", default="keras", choices=("keras", "litert"),
+                    help="what runs the networks in the scans' workers, as in the bound (default keras: the "
+                         "runtime = auto default would run a corpus of 60 tracks or fewer in LiteRT)")
     ap.add_argument("--windows", type=int, default=10, help="windows planned per track (tagger scan --windows)")
     ap.add_argument("--first-windows", type=int, default=None, help="windows heard first (tagger scan --first-windows)")
     ap.add_argument("--window-step", type=int, default=None, help="windows heard at a time after the first "
@@ -290,7 +294,7 @@ def main() -> None:
 
     default = Settings().hearing
     how = Hearing(args.windows, default.first if args.first_windows is None else args.first_windows,
-                  default.step if args.window_step is None else args.window_step, default.stop)
+                  default.step if args.window_step is None else args.window_step, default.stop, default.give_up)
 
     model = args.model or registry.default_chain()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -314,14 +318,15 @@ def main() -> None:
                     "TAGGER_DB_URL": f"sqlite:///{data / 'tagger.sqlite3'}", "TAGGER_MIN_CONFIDENCE": "0",
                     "TAGGER_MODEL": model, "TAGGER_CONFIG": os.devnull,
                     "TAGGER_WINDOWS": str(how.windows), "TAGGER_FIRST_WINDOWS": str(how.first),
-                    "TAGGER_WINDOW_STEP": str(how.step), "TAGGER_EARLY_STOP": str(how.stop)})
+                    "TAGGER_WINDOW_STEP": str(how.step), "TAGGER_EARLY_STOP": str(how.stop),
+                    "TAGGER_GIVE_UP": str(how.give_up), "TAGGER_RUNTIME": args.runtime})
 
         summary, wall = scan(env, tmp / "music", "--dry-run")
         steady = steady_rate(env["TAGGER_DB_URL"], summary["scan_id"])
         rescan, rescan_wall = scan(env, tmp / "music")  # dry run recorded nothing as done: a real run
         steady_writes = steady_rate(env["TAGGER_DB_URL"], rescan["scan_id"])
         second, second_wall = scan(env, tmp / "music")
-        b = bounds(paths, model, how)
+        b = bounds(paths, model, how, args.runtime)
         model_ms = min(b["model_ms_as_tagging"], b["model_ms_batched"])
         naive_rate = args.workers / ((b["decode_ms"] + model_ms) / 1000)
         write_rate = args.workers / ((b["decode_ms"] + model_ms + b["tag_write_ms"]) / 1000)

@@ -189,9 +189,9 @@ class _Started:
     def __init__(self, group, on_start):
         self.group, self.on_start = group, on_start
 
-    def start(self):
+    def start(self, expected=None):
         self.on_start()
-        return self.group.start()
+        return self.group.start(expected)
 
     def stop(self) -> None:
         self.group.stop()

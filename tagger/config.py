@@ -36,7 +36,7 @@ _AT_LEAST = {"workers": 0, "max_retries": 0, "job_time_limit": 1, "max_upload_mb
 #: values of the precision setting (see tagger.models.runtime.compute_dtype)
 PRECISIONS = ("auto", "float32", "bfloat16")
 #: values of the runtime setting: what runs a network that has a LiteRT export besides Keras
-RUNTIMES = ("keras", "litert")
+RUNTIMES = ("auto", "keras", "litert")
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,10 @@ class Settings:
     give_up: float = Hearing.give_up
     #: musicnn's arithmetic: auto (bfloat16 where the CPU has it in hardware), float32, bfloat16
     precision: str = "auto"
-    #: keras (TensorFlow: faster per track here) or litert (the default model's LiteRT export: a worker
-    #: starts without TensorFlow, in less time and memory)
-    runtime: str = "keras"
+    #: keras (TensorFlow: faster per window here), litert (the default model's LiteRT export: a worker
+    #: starts without TensorFlow, in less time and memory) or auto: litert for the workers of a scan
+    #: small enough that start-up outweighs the slower windows, else keras (processes.runtime_for)
+    runtime: str = "auto"
     #: extra directories searched for model cards before the shipped ones
     model_dirs: tuple[str, ...] = ()
     #: replace a genre the user set themselves
@@ -305,7 +306,7 @@ def load_with_sources(
     if "min_confidence" in values and not 0.0 <= values["min_confidence"] <= 1.0:
         raise ConfigError("min_confidence must be between 0 and 1")
     if "runtime" in values and values["runtime"] not in RUNTIMES:
-        raise ConfigError(f"runtime must be {' or '.join(RUNTIMES)}")
+        raise ConfigError(f"runtime must be {', '.join(RUNTIMES[:-1])} or {RUNTIMES[-1]}")
     if "precision" in values and values["precision"] not in PRECISIONS:
         raise ConfigError(f"precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
     if "first_windows" in values and not 0 <= values["first_windows"] <= MAX_WINDOWS:

@@ -124,7 +124,7 @@ def reap_dead(settings: Settings, stale_after_s: float = STALE_AFTER_S) -> list[
 
 def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], force: bool,
                        on_batch: Optional[Callable[[int, int], None]] = None,
-                       on_first_job: Optional[Callable[[], None]] = None,
+                       on_first_job: Optional[Callable[[Optional[int]], None]] = None,
                        within: Optional[Iterable[str]] = None, clean: bool = True,
                        retry_failed: bool = False) -> tuple[int, int, int]:
     """Walk the roots, record files and analyses, queue jobs as each batch commits.
@@ -132,18 +132,20 @@ def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], f
     ``clean``: remove stale temporary copies of killed writes from the folders walked.
 
     ``within``: folders that symlinks must not lead out of (``discover.walk``).
+    ``on_first_job(expected)`` is called as the first jobs are queued (local workers start then),
+    with how many the scan queues in all when discovery has ended by then, else None.
     Returns (found, skipped as unchanged, queued).
     """
     found = skipped = queued = 0
     batch: list[discover.Found] = []
 
-    def flush() -> None:
+    def flush(last: bool = False) -> None:
         nonlocal skipped, queued
         ids, n_skipped = record_files(settings, scan_id, batch, force, retry_failed)
         skipped += n_skipped
         if ids:
             if queued == 0 and on_first_job:
-                on_first_job()
+                on_first_job(len(ids) if last else None)
             queue.enqueue(ids)
             queued += len(ids)
         batch.clear()
@@ -159,7 +161,7 @@ def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], f
         batch.append(item)
         if len(batch) >= BATCH:
             flush()
-    flush()
+    flush(last=True)
     with session_scope(settings.database_url) as db:
         scan = db.get(s.Scan, scan_id)
         scan.found, scan.skipped, scan.queued = found, skipped, queued
@@ -370,8 +372,9 @@ class Workers(Protocol):
     it ends (``tagger.workers.processes.ProcessGroup`` for ``tagger scan``; ``tagger serve``
     shares one group between its scans)."""
 
-    def start(self) -> Optional["Checked"]:
-        """Start (or join) the workers; what ``wait`` asks whether they still run."""
+    def start(self, expected: Optional[int] = None) -> Optional["Checked"]:
+        """Start (or join) the workers; what ``wait`` asks whether they still run. ``expected``:
+        how many files the scan queues in all, where known when its first job is queued."""
 
     def stop(self) -> None:
         """Stop (or leave) them; called once, however the scan ends."""
@@ -403,11 +406,11 @@ def run(settings: Settings, scan_id: int, roots: list[str], options: ScanOptions
     checked: Optional[Checked] = None
     started_workers = False
 
-    def first_job() -> None:
+    def first_job(expected: Optional[int]) -> None:
         nonlocal checked, started_workers
         if workers is not None:
             started_workers = True
-            checked = workers.start()
+            checked = workers.start(expected)
 
     try:
         _, _, queued = discover_and_queue(settings, scan_id, roots, options.force, on_batch=on_discovered,

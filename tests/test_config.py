@@ -257,8 +257,8 @@ def test_passwords_in_urls_are_masked(url, shown):
     assert config.mask_url(url) == shown
 
 
-def test_runtime_is_keras_or_litert(tmp_path):
-    assert config.load({}, environ={}, config_file=tmp_path / "none.toml").runtime == "keras"
+def test_runtime_is_auto_keras_or_litert(tmp_path):
+    assert config.load({}, environ={}, config_file=tmp_path / "none.toml").runtime == "auto"
     assert config.load({}, environ={"TAGGER_RUNTIME": "litert"}, config_file=tmp_path / "none.toml").runtime == "litert"
-    with pytest.raises(config.ConfigError, match="runtime must be keras or litert"):
+    with pytest.raises(config.ConfigError, match="runtime must be auto, keras or litert"):
         config.load({}, environ={"TAGGER_RUNTIME": "onnx"}, config_file=tmp_path / "none.toml")

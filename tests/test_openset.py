@@ -150,6 +150,30 @@ def test_scan_writes_open_genres_and_leaves_unsure_files_untagged(default_settin
     assert len(row["top"]) >= 2 and row["top"][0][0] == row["genre"]
 
 
+@pytest.mark.slow
+def test_a_small_scan_runs_its_workers_in_litert_unless_told_otherwise(default_settings, gtzan, tmp_path):
+    """runtime = auto (the default): a scan known to queue few files starts its workers without
+    TensorFlow; runtime = keras is obeyed. Both write the same genre."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("jazz.00002.mp3", "jazz.00003.mp3"):
+        (lib / name).write_bytes((gtzan / "jazz" / name).read_bytes())
+    log = default_settings.data_dir / "worker.log"
+    run = run_cli(default_settings, "scan", str(lib), "--json", "--dry-run")
+    assert run.returncode == 0, run.stderr
+    warmed = [line for line in log.read_text().splitlines() if "warmed up" in line]
+    assert len(warmed) == default_settings.worker_count and all(f"{DEFAULT} (litert)" in w for w in warmed), warmed
+    small = {f["path"]: f["predicted"] for f in json.loads(run.stdout)["files"]}
+
+    log.unlink()
+    run = run_cli(default_settings, "scan", str(lib), "--json", "--dry-run", "--force", TAGGER_RUNTIME="keras")
+    assert run.returncode == 0, run.stderr
+    warmed = [line for line in log.read_text().splitlines() if "warmed up" in line]
+    assert warmed and all(f"{DEFAULT} (keras)" in w for w in warmed), warmed
+    assert {f["path"]: f["predicted"] for f in json.loads(run.stdout)["files"]} == small == {
+        str(lib / "jazz.00002.mp3"): "jazz", str(lib / "jazz.00003.mp3"): "jazz"}
+
+
 @pytest.fixture
 def litert_runtime():
     from tagger.models import runtime

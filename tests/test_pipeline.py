@@ -263,3 +263,30 @@ def test_the_log_line_says_where_an_analysis_spent_its_time(settings, audio_fact
     assert spent["decode"] > 0 and spent["tags"] > 0 and spent["db"] > 0
     # the stages are the whole analysis, each second counted once (rounding: 0.01 per stage)
     assert abs(sum(spent.values()) - total) <= 0.02 * len(spent) + 0.02, line
+
+
+def test_a_scan_says_how_many_files_it_queues_when_its_workers_start(settings, audio_factory, tmp_path, monkeypatch):
+    """The local workers start with the first jobs; they are told the scan's size when discovery
+    has ended by then (runtime = auto runs a small scan's workers in LiteRT), else None."""
+    from tagger import queue
+    from tagger.workers.processes import LITERT_FILES_PER_WORKER, runtime_for
+
+    lib = tmp_path / "lib"
+    for i in range(5):
+        audio_factory("wav", name=f"lib/{i}.wav", seconds=4)
+    scan.prepare_database(settings)
+    queue.configure(settings)
+    told = []
+    scan_id = scan.create(settings, [str(lib)], scan.ScanOptions())
+    assert scan.discover_and_queue(settings, scan_id, [str(lib)], True, on_first_job=told.append)[2] == 5
+    assert told == [5]
+    monkeypatch.setattr(scan, "BATCH", 2)  # the first jobs are queued while discovery still walks
+    told.clear()
+    scan_id = scan.create(settings, [str(lib)], scan.ScanOptions())
+    scan.discover_and_queue(settings, scan_id, [str(lib)], True, on_first_job=told.append)
+    assert told == [None]
+    queue.clear()
+
+    limit = LITERT_FILES_PER_WORKER * 2
+    assert [runtime_for("auto", n, 2) for n in (1, limit, limit + 1, None)] == ["litert", "litert", "keras", "keras"]
+    assert runtime_for("keras", 1, 2) == "keras" and runtime_for("litert", None, 2) == "litert"

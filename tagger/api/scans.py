@@ -32,7 +32,8 @@ class _SharedWorkers:
     def __init__(self, runner: "ScanRunner"):
         self.runner = runner
 
-    def start(self) -> "_SharedWorkers":
+    def start(self, expected: Optional[int] = None) -> "_SharedWorkers":
+        # the server's group serves every scan it runs: its runtime is not one scan's to choose
         self.runner._acquire()
         return self
 

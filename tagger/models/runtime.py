@@ -46,7 +46,8 @@ _runtime = "keras"
 
 
 def set_runtime(value: str) -> None:
-    """Call before any model loads (the ``runtime`` setting: keras or litert)."""
+    """Call before any model loads (the ``runtime`` setting: keras or litert; auto, in a process
+    that does not know how many files it will hear, is keras: it lives on)."""
     global _runtime
     from tagger.config import RUNTIMES
 
