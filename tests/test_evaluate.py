@@ -36,7 +36,7 @@ def test_evaluate_scores_what_the_model_predicts(gtzan, test_model_dir, tmp_path
     assert res["macro_f1"] == round(np.mean([res["per_class"][lab]["f1"] for lab in tested]), 4)
     text = render_text(res)
     assert f"accuracy {res['accuracy']:.3f}" in text and "rock" in text and "1 unreadable" in text
-    assert "(first 3, then 2 at a time, stop at 0.95)" in text
+    assert "(first 3, then 2 at a time, stop at 0.95 or when no answer's chance reaches 0.05)" in text
     # what a scan at the threshold would write, from the same predictions
     w = res["at_threshold"]
     written = [p for p in res["predictions"] if p["confidence"] >= w["threshold"]]
