@@ -188,6 +188,7 @@ class _Started:
 
     def __init__(self, group, on_start):
         self.group, self.on_start = group, on_start
+        self.size_up_to = group.size_up_to
 
     def start(self, expected=None):
         self.on_start()

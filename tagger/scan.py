@@ -27,6 +27,10 @@ log = logging.getLogger("tagger.scan")
 DATABASE_RETRY_S = 5.0
 
 BATCH = 500
+#: workers that want to know a scan's size (runtime = auto) start at most this long after its first
+#: jobs are queued, if discovery is still walking then (an unchanged tree of 10,000 files is walked
+#: in 0.8 s; README, Throughput); the model loads for seconds after that anyway
+SIZE_WAIT_S = 2.0
 
 
 @dataclass
@@ -126,34 +130,51 @@ def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], f
                        on_batch: Optional[Callable[[int, int], None]] = None,
                        on_first_job: Optional[Callable[[Optional[int]], None]] = None,
                        within: Optional[Iterable[str]] = None, clean: bool = True,
-                       retry_failed: bool = False) -> tuple[int, int, int]:
+                       retry_failed: bool = False, size_up_to: int = 0) -> tuple[int, int, int]:
     """Walk the roots, record files and analyses, queue jobs as each batch commits.
 
     ``clean``: remove stale temporary copies of killed writes from the folders walked.
 
     ``within``: folders that symlinks must not lead out of (``discover.walk``).
-    ``on_first_job(expected)`` is called as the first jobs are queued (local workers start then),
-    with how many the scan queues in all when discovery has ended by then, else None.
+    ``on_first_job(expected)`` starts the local workers: as the first jobs are queued, with how
+    many the scan queues in all when discovery has ended by then, else None. ``size_up_to``: the
+    workers would run differently for a scan of at most that many files (runtime = auto), so their
+    start waits until discovery ends (``expected``: the count), more are queued, or ``SIZE_WAIT_S``
+    pass after the first jobs (None), whichever comes first: an incremental scan of a large tree
+    that queues a new album learns its size.
     Returns (found, skipped as unchanged, queued).
     """
     found = skipped = queued = 0
     batch: list[discover.Found] = []
+    waiting_since: Optional[float] = None  # jobs queued, the workers' start waiting for the scan's size
+
+    def start(expected: Optional[int]) -> None:
+        nonlocal waiting_since
+        waiting_since = None
+        on_first_job(expected)
 
     def flush(last: bool = False) -> None:
-        nonlocal skipped, queued
+        nonlocal skipped, queued, waiting_since
         ids, n_skipped = record_files(settings, scan_id, batch, force, retry_failed)
         skipped += n_skipped
         if ids:
             if queued == 0 and on_first_job:
-                on_first_job(len(ids) if last else None)
+                if size_up_to:
+                    waiting_since = time.monotonic()
+                else:
+                    on_first_job(len(ids) if last else None)
             queue.enqueue(ids)
             queued += len(ids)
+        if waiting_since is not None and (last or queued > size_up_to):
+            start(queued if last else None)
         batch.clear()
         heartbeat(settings, scan_id)  # discovery of a large tree is part of the scan's life
         if on_batch:
             on_batch(found, queued)
 
     for item in discover.walk(roots, within, clean=clean):
+        if waiting_since is not None and time.monotonic() - waiting_since > SIZE_WAIT_S:
+            start(None)
         if isinstance(item, discover.Problem):
             _record_problem(settings, scan_id, item)
             continue
@@ -372,9 +393,12 @@ class Workers(Protocol):
     it ends (``tagger.workers.processes.ProcessGroup`` for ``tagger scan``; ``tagger serve``
     shares one group between its scans)."""
 
+    #: optional: a scan of at most this many files would be run differently (``discover_and_queue``)
+    size_up_to: int
+
     def start(self, expected: Optional[int] = None) -> Optional["Checked"]:
         """Start (or join) the workers; what ``wait`` asks whether they still run. ``expected``:
-        how many files the scan queues in all, where known when its first job is queued."""
+        how many files the scan queues in all, where known when they start."""
 
     def stop(self) -> None:
         """Stop (or leave) them; called once, however the scan ends."""
@@ -415,7 +439,8 @@ def run(settings: Settings, scan_id: int, roots: list[str], options: ScanOptions
     try:
         _, _, queued = discover_and_queue(settings, scan_id, roots, options.force, on_batch=on_discovered,
                                           on_first_job=first_job, within=within, clean=not options.dry_run,
-                                          retry_failed=options.retry_failed)
+                                          retry_failed=options.retry_failed,
+                                          size_up_to=getattr(workers, "size_up_to", 0) if workers is not None else 0)
         if not follow:
             return s.ScanStatus.RUNNING
         if queued:

@@ -281,10 +281,19 @@ def test_a_scan_says_how_many_files_it_queues_when_its_workers_start(settings, a
     assert scan.discover_and_queue(settings, scan_id, [str(lib)], True, on_first_job=told.append)[2] == 5
     assert told == [5]
     monkeypatch.setattr(scan, "BATCH", 2)  # the first jobs are queued while discovery still walks
-    told.clear()
-    scan_id = scan.create(settings, [str(lib)], scan.ScanOptions())
-    scan.discover_and_queue(settings, scan_id, [str(lib)], True, on_first_job=told.append)
-    assert told == [None]
+
+    def told_when(**how):
+        told.clear()
+        scan_id = scan.create(settings, [str(lib)], scan.ScanOptions())
+        scan.discover_and_queue(settings, scan_id, [str(lib)], True, on_first_job=told.append, **how)
+        return told
+
+    assert told_when() == [None]  # at once, the size not known
+    # workers that run a small scan otherwise wait for discovery to end, to learn its size
+    assert told_when(size_up_to=60) == [5]
+    assert told_when(size_up_to=3) == [None]  # 4 queued by the second batch: more than 3, start then
+    monkeypatch.setattr(scan, "SIZE_WAIT_S", 0.0)  # discovery slower than the wait: start, size unknown
+    assert told_when(size_up_to=60) == [None]
     queue.clear()
 
     limit = LITERT_FILES_PER_WORKER * 2

@@ -154,6 +154,8 @@ class ProcessGroup:
         self.log_path = settings.data_dir / "worker.log"
         #: what runs the networks in the children (``runtime_for``), decided when the group starts
         self.runtime = runtime_for(settings.runtime, None, self.n)
+        #: a scan of at most this many files runs its workers otherwise (``scan.discover_and_queue``)
+        self.size_up_to = LITERT_FILES_PER_WORKER * self.n if settings.runtime == "auto" else 0
 
     def _spawn(self) -> subprocess.Popen:
         env = dict(os.environ)
