@@ -295,8 +295,14 @@ def wall_clock_schedule(minutes: float, lr: float, warmup: float = 0.03):
     return Clock()
 
 
-def held_out(names: list[str]) -> tuple[dict, dict]:
-    """Per collection: training arrays and the held-out tracks (their scan-like windows only)."""
+def spread(n: int, most: int | None) -> np.ndarray:
+    """Indices of at most ``most`` of ``n`` windows spread evenly (a scan's plan, roughly)."""
+    return np.arange(n) if not most or n <= most else np.unique(np.linspace(0, n - 1, most).round().astype(int))
+
+
+def held_out(names: list[str], most: int | None = None) -> tuple[dict, dict]:
+    """Per collection: training arrays and the held-out tracks (their scan-like windows only; with
+    ``most``, at most that many of them, spread evenly, as a scan of ``most`` windows hears)."""
     parts, held_tracks = {}, {}
     for name in names:
         data = load(name)
@@ -304,8 +310,11 @@ def held_out(names: list[str]) -> tuple[dict, dict]:
         tr, te = split(data, name)
         m = np.isin(data["track"], tr)
         parts[name] = (data["patches"][m], data["rows"][m])
-        held_tracks[name] = [(data["rows"][(data["track"] == t) & (extra == 0)],
-                              data["patches"][(data["track"] == t) & (extra == 0)]) for t in te]
+        held_tracks[name] = []
+        for t in te:
+            m_t = (data["track"] == t) & (extra == 0)
+            k = spread(int(m_t.sum()), most)
+            held_tracks[name].append((data["rows"][m_t][k], data["patches"][m_t][k]))
         print(f"{name}: {len(tr)} tracks to learn from ({int(m.sum())} patches, {int((extra[m] == 1).sum())} "
               f"of them shifted extras), {len(te)} held out", flush=True)
     return parts, held_tracks
@@ -378,7 +387,7 @@ def gtzan_student_rows(model, mean, std) -> tuple[list[np.ndarray], list[str], l
     return rows, y, groups
 
 
-def measure(out: Path, names: list[str], refit: bool = False) -> int:
+def measure(out: Path, names: list[str], refit: bool = False, most: int | None = None) -> int:
     """Held-out agreement of the student chain with the teacher chain, FLOPs and LiteRT speed."""
     import keras
 
@@ -388,7 +397,7 @@ def measure(out: Path, names: list[str], refit: bool = False) -> int:
     model = keras.models.load_model(out / "student.keras")
     z = np.load(out / "standardise.npz")
     mean, std = z["mean"], z["std"]
-    _, held_tracks = held_out(names)
+    _, held_tracks = held_out(names, most)
     default = OpenSetModel(registry.find("gtzan-musicnn-openset"))
     dec = default.decider
     card = json.loads((default.card.directory / "card.json").read_text())
@@ -422,13 +431,15 @@ def measure(out: Path, names: list[str], refit: bool = False) -> int:
         report["collections"][name] = res
         print(name, json.dumps(res), flush=True)
     report["speed"] = litert_speed(model, out)
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    report["windows_at_most"] = most
+    (out / (f"report-{most}windows.json" if most else "report.json")).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
     return 0
 
 
 def cmd_measure(args) -> int:
-    return measure(RUNS / args.out if args.out else RUNS, args.collections.split(","), refit=args.refit)
+    return measure(RUNS / args.out if args.out else RUNS, args.collections.split(","), refit=args.refit,
+                   most=args.windows)
 
 
 def litert_speed(model, out: Path = RUNS) -> dict:
@@ -480,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("measure", help="measure a trained student again (e.g. with --refit)")
     m.add_argument("--collections", default="gtzan,debian")
     m.add_argument("--refit", action="store_true")
+    m.add_argument("--windows", type=int, help="hear at most this many of each held-out track's windows, spread"
+                   " evenly (a scan plans 10; default: all of them)")
     m.add_argument("--out")
     args = ap.parse_args(argv)
     return {"embed": cmd_embed, "train": cmd_train, "measure": cmd_measure}[args.cmd](args)
