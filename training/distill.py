@@ -3,6 +3,10 @@
     python -m training.distill embed gtzan                    # teacher rows of the shared GTZAN clips
     python -m training.distill embed DIR --name debian        # ... of unlabeled music (Debian soundtracks)
     python -m training.distill train [--epochs 30]            # fit the student, measure it, write runs/distill/
+    # the second run (training/README): windows per minute, shifted extras, wall-clock cosine, refit
+    python -m training.distill embed DIR --name debian --windows 10 --per-minute 20 --cap 120
+    python -m training.distill train --minutes 42 --width 1.5 --batch 64 --lr 2e-3 --shift 8 --gain-db 1.5 --refit --out w15
+    python -m training.distill measure --out w15 --windows 10 --refit
 
 The teacher is what the open-set default reads off every window: musicnn-msd's
 penultimate layer (200) and tags (50) and musicnn-mtt's tags (50), the 300
