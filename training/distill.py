@@ -3,6 +3,10 @@
     python -m training.distill embed gtzan                    # teacher rows of the shared GTZAN clips
     python -m training.distill embed DIR --name debian        # ... of unlabeled music (Debian soundtracks)
     python -m training.distill train [--epochs 30]            # fit the student, measure it, write runs/distill/
+    # the second run (training/README): windows per minute, shifted extras, wall-clock cosine, refit
+    python -m training.distill embed DIR --name debian --windows 10 --per-minute 20 --cap 120
+    python -m training.distill train --minutes 42 --width 1.5 --batch 64 --lr 2e-3 --shift 8 --gain-db 1.5 --refit --out w15
+    python -m training.distill measure --out w15 --windows 10 --refit
 
 The teacher is what the open-set default reads off every window: musicnn-msd's
 penultimate layer (200) and tags (50) and musicnn-mtt's tags (50), the 300
@@ -43,19 +47,70 @@ def collection_path(name: str) -> Path:
     return CACHE / f"{name}.npz"
 
 
-def embed(items: list[tuple[str, str, Path]], n_windows: int, log=print) -> dict[str, np.ndarray]:
-    """Each track's patches (float16) and the teacher's float32 rows for them."""
+def window_plan(duration: float, window_s: float, n: int) -> tuple[list[float], list[int]]:
+    """Start times of ``n`` windows and whether each is an extra (1) or one a scan-like plan places (0).
+
+    Up to the number that fit back to back, the windows are placed as a scan places them
+    (``audio.window_starts``: spread evenly). Beyond that, extra windows start half a window
+    after the back-to-back ones (time-shift augmentation with the teacher's own targets); held-out
+    tracks are heard on the scan-like windows only."""
+    from tagger import audio
+
+    base = audio.window_starts(duration, window_s, n)
+    fit = len(base)
+    extra = [window_s / 2 + i * window_s for i in range(fit) if window_s / 2 + (i + 1) * window_s <= duration]
+    extra = extra[:max(0, n - fit)]
+    return base + extra, [0] * len(base) + [1] * len(extra)
+
+
+def windows_for(duration: float, n_windows: int, per_minute: float | None, cap: int | None) -> int:
+    """Windows to cut from a track: ``n_windows``, or ``per_minute`` of its length (at least
+    ``n_windows``, at most ``cap``)."""
+    if not per_minute:
+        return n_windows
+    n = max(n_windows, int(round(per_minute * duration / 60)))
+    return min(n, cap) if cap else n
+
+
+def cut(path: Path, n_windows: int, per_minute: float | None = None,
+        cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A track's musicnn patches ``(n, 187, 96)`` and each one's extra flag (see ``window_plan``)."""
+    from tagger import audio, features, formats
+
+    fmt = formats.confirm(str(path))
+    info, _ = audio.plan(path, fmt, n_windows=1)
+    window_s = features.PATCH_SAMPLES / features.SR
+    starts, extra = window_plan(info.duration, window_s, windows_for(info.duration, n_windows, per_minute, cap))
+    order = np.argsort(starts, kind="stable")
+    with audio.Reader(path, info) as reader:
+        clip = reader.read([starts[i] for i in order])
+    if len(clip.windows) != len(starts):  # a reader that dropped a window: keep the scan-like plan only
+        base = [t for t, e in zip(starts, extra) if not e]
+        with audio.Reader(path, info) as reader:
+            clip = reader.read(base)
+        x = np.concatenate([features.musicnn_window_patches(w, clip.sr) for w in clip.windows])
+        return x, np.zeros(len(x), np.int8)
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(order))
+    wins = [clip.windows[inv[i]] for i in range(len(starts))]  # back in plan order: scan-like first
+    parts = [features.musicnn_window_patches(w, clip.sr) for w in wins]
+    flags = np.concatenate([np.full(len(p), e, np.int8) for p, e in zip(parts, extra)])
+    return np.concatenate(parts), flags
+
+
+def embed(items: list[tuple[str, str, Path]], n_windows: int, per_minute: float | None = None,
+          cap: int | None = None, log=print) -> dict[str, np.ndarray]:
+    """Each track's patches (float16) and the teacher's float32 rows for them, and which are extras."""
     from tagger.models import registry
     from tagger.models.transfer import MusicnnFrontEnd
-    from training.openset_embed import track_windows
 
     msd = MusicnnFrontEnd(registry.find("musicnn-msd"), ("penultimate", "tags"), bfloat16_verified=False)
     mtt = MusicnnFrontEnd(registry.find("musicnn-mtt"), ("tags",), bfloat16_verified=False)
-    patches, rows, track, ids, genres = [], [], [], [], []
+    patches, rows, track, extras, ids, genres = [], [], [], [], [], []
     t0 = time.time()
     for i, (tid, genre, path) in enumerate(items):
         try:
-            x = track_windows(path, n_windows=n_windows)
+            x, flags = cut(path, n_windows, per_minute, cap)
         except Exception as exc:  # noqa: BLE001 - report and go on
             log(f"skipped {path}: {exc}")
             continue
@@ -63,12 +118,13 @@ def embed(items: list[tuple[str, str, Path]], n_windows: int, log=print) -> dict
         rows.append(np.concatenate([a["penultimate"], a["tags"], b["tags"]], axis=1).astype(np.float32))
         patches.append(x.astype(np.float16))
         track.append(np.full(len(x), len(ids), np.int32))
+        extras.append(flags)
         ids.append(tid)
         genres.append(genre)
         if (i + 1) % 25 == 0:
-            log(f"{i + 1}/{len(items)} tracks, {sum(map(len, patches))} patches ({time.time() - t0:.0f} s)")
+            log(f"{i + 1}/{len(items)} tracks, {sum(map(len, patches))} patches ({time.time() - t0:.0f} s)", flush=True)
     return {"patches": np.concatenate(patches), "rows": np.concatenate(rows), "track": np.concatenate(track),
-            "ids": np.array(ids), "genres": np.array(genres)}
+            "extra": np.concatenate(extras), "ids": np.array(ids), "genres": np.array(genres)}
 
 
 def load(name: str) -> dict[str, np.ndarray]:
@@ -146,19 +202,21 @@ def student_rows(model, patches: np.ndarray, mean: np.ndarray, std: np.ndarray) 
     return np.concatenate([pen * std + mean, tags], axis=1).astype(np.float32)
 
 
-def agreement(decider, stop: float, threshold: float, teacher: list[np.ndarray],
-              pupil: list[np.ndarray]) -> dict:
-    """Progressive hearing of each track on both rows: same written genre (or both silent)."""
+def agreement(decider, student_decider, stop: float, threshold: float, teacher: list[np.ndarray],
+              pupil: list[np.ndarray], give_up: float = 0.0) -> dict:
+    """Progressive hearing of each track: the teacher chain (the shipped decider on the teacher's
+    rows) against the student chain (``student_decider`` on the student's rows): same written
+    genre (or both silent)."""
     from training.openset import heard
 
     labels = decider.labels
     same = same_written = written_t = written_s = 0
     heard_t = heard_s = 0
     for rt, rs in zip(teacher, pupil):
-        pt, it = heard(decider, rt, stop)
-        ps, is_ = heard(decider, rs, stop)
+        pt, it = heard(decider, rt, stop, give_up)
+        ps, is_ = heard(student_decider, rs, stop, give_up)
         gt = labels[int(pt.argmax())] if pt.max() >= threshold else None
-        gs = labels[int(ps.argmax())] if ps.max() >= threshold else None
+        gs = student_decider.labels[int(ps.argmax())] if ps.max() >= threshold else None
         same += gt == gs
         same_written += gt is not None and gt == gs
         written_t += gt is not None
@@ -177,61 +235,190 @@ def cmd_embed(args) -> int:
     from training.openset_embed import save, source_items
 
     items, name = source_items(args.source, args.name)
-    data = embed(items, args.windows or (20 if args.source == "gtzan" else 30))
+    data = embed(items, args.windows or (20 if args.source == "gtzan" else 30), args.per_minute, args.cap)
     f = save(collection_path(name), data)
     print(f"{f}: {len(data['ids'])} tracks, {len(data['patches'])} patches")
     return 0
 
 
+def augmenter(x: np.ndarray, targets: list[np.ndarray], batch: int, shift: int, gain_db: float, seed: int = SEED):
+    """Batches of the student's input, augmented (the teacher's targets unchanged): each patch
+    moved by up to ``shift`` frames (edge frames repeated) and its mel power scaled by up to
+    ``gain_db`` dB (on musicnn's log10(1 + 10000 mel) scale). Nothing that mixes patches: the
+    targets are per patch."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(x))
+
+        def __len__(self):
+            return int(np.ceil(len(x) / batch))
+
+        def on_epoch_end(self):
+            self.order = self.rng.permutation(len(x))
+
+        def __getitem__(self, i):
+            idx = np.sort(self.order[i * batch:(i + 1) * batch])
+            xb = x[idx].astype(np.float32)
+            n, frames = xb.shape[:2]
+            if shift:
+                d = self.rng.integers(-shift, shift + 1, n)
+                t = np.clip(np.arange(frames)[None, :] + d[:, None], 0, frames - 1)
+                xb = np.take_along_axis(xb, t[:, :, None], axis=1)
+            if gain_db:
+                g = 10 ** (self.rng.uniform(-gain_db, gain_db, n) / 10)
+                xb = np.log10(1 + (np.power(10.0, xb) - 1) * g[:, None, None]).astype(np.float32)
+            return xb, tuple(tg[idx] for tg in targets)
+
+    return Batches()
+
+
+def wall_clock_schedule(minutes: float, lr: float, warmup: float = 0.03):
+    """A callback: learning rate on a cosine over ``minutes`` of wall time (linear warm-up over
+    the first ``warmup`` of it), training stopped at the end of an epoch once the time is spent."""
+    import keras
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.t0 = time.time()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            f = min(1.0, (time.time() - self.t0) / (minutes * 60))
+            rate = lr * f / warmup if f < warmup else lr * 0.5 * (1 + np.cos(np.pi * (f - warmup) / (1 - warmup)))
+            self.model.optimizer.learning_rate.assign(max(rate, lr * 1e-3))
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["lr"] = float(self.model.optimizer.learning_rate.numpy())
+            if time.time() - self.t0 >= minutes * 60:
+                self.model.stop_training = True
+
+    return Clock()
+
+
+def spread(n: int, most: int | None) -> np.ndarray:
+    """Indices of at most ``most`` of ``n`` windows spread evenly (a scan's plan, roughly)."""
+    return np.arange(n) if not most or n <= most else np.unique(np.linspace(0, n - 1, most).round().astype(int))
+
+
+def held_out(names: list[str], most: int | None = None) -> tuple[dict, dict]:
+    """Per collection: training arrays and the held-out tracks (their scan-like windows only; with
+    ``most``, at most that many of them, spread evenly, as a scan of ``most`` windows hears)."""
+    parts, held_tracks = {}, {}
+    for name in names:
+        data = load(name)
+        extra = data.get("extra", np.zeros(len(data["track"]), np.int8))
+        tr, te = split(data, name)
+        m = np.isin(data["track"], tr)
+        parts[name] = (data["patches"][m], data["rows"][m])
+        held_tracks[name] = []
+        for t in te:
+            m_t = (data["track"] == t) & (extra == 0)
+            k = spread(int(m_t.sum()), most)
+            held_tracks[name].append((data["rows"][m_t][k], data["patches"][m_t][k]))
+        print(f"{name}: {len(tr)} tracks to learn from ({int(m.sum())} patches, {int((extra[m] == 1).sum())} "
+              f"of them shifted extras), {len(te)} held out", flush=True)
+    return parts, held_tracks
+
+
 def cmd_train(args) -> int:
+    import keras
+
+    keras.utils.set_random_seed(SEED)
+    out = RUNS / args.out if args.out else RUNS
+    out.mkdir(parents=True, exist_ok=True)
+    names = args.collections.split(",")
+    parts, held_tracks = held_out(names)
+    x_tr = np.concatenate([p for p, _ in parts.values()])
+    r_tr = np.concatenate([r for _, r in parts.values()])
+    x_va = np.concatenate([p for t in held_tracks.values() for _, p in t])
+    r_va = np.concatenate([r for t in held_tracks.values() for r, _ in t])
+    mean, std = r_tr[:, :PEN].mean(axis=0), r_tr[:, :PEN].std(axis=0) + 1e-6
+    np.savez(out / "standardise.npz", mean=mean, std=std)
+
+    def targets(r):
+        return [((r[:, :PEN] - mean) / std).astype(np.float32), np.clip(r[:, PEN:], 0, 1).astype(np.float32)]
+
+    model = student(width=args.width)
+    f = flops(model)
+    print(f"student: {model.count_params()} parameters, {f / 1e6:.1f} MFLOP per patch, "
+          f"{len(x_tr)} patches to learn from", flush=True)
+    model.compile(optimizer=keras.optimizers.Adam(args.lr), loss={"pen": "mse", "tags": "binary_crossentropy"},
+                  loss_weights={"pen": 1.0, "tags": 4.0})
+    # the held-out tracks choose the epoch (best validation loss): their agreement is a first estimate, not a test
+    cb = [keras.callbacks.ModelCheckpoint(str(out / "student.keras"), save_best_only=True),
+          keras.callbacks.CSVLogger(str(out / "history.csv"))]
+    if args.minutes:
+        cb.append(wall_clock_schedule(args.minutes, args.lr))
+        epochs = 1000
+    else:
+        cb += [keras.callbacks.ReduceLROnPlateau(patience=3, factor=0.5),
+               keras.callbacks.EarlyStopping(patience=7, restore_best_weights=True)]
+        epochs = args.epochs
+    t0 = time.time()
+    if args.shift or args.gain_db:
+        hist = model.fit(augmenter(x_tr, targets(r_tr), args.batch, args.shift, args.gain_db),
+                         validation_data=(x_va.astype(np.float32), tuple(targets(r_va))),
+                         epochs=epochs, callbacks=cb, verbose=2)
+    else:
+        hist = model.fit(x_tr.astype(np.float32), targets(r_tr), validation_data=(x_va.astype(np.float32), targets(r_va)),
+                         epochs=epochs, batch_size=args.batch, callbacks=cb, verbose=2)
+    train_s = time.time() - t0
+    best = int(np.argmin(hist.history["val_loss"])) + 1
+    meta = {"flops_per_patch": f, "parameters": int(model.count_params()), "width": args.width,
+            "epochs_run": len(hist.history["loss"]), "epoch_chosen": best, "train_seconds": round(train_s),
+            "patches_learnt": int(len(x_tr)), "batch": args.batch, "lr": args.lr, "minutes": args.minutes,
+            "shift_frames": args.shift, "gain_db": args.gain_db, "collections": names,
+            "val_loss": [round(float(v), 4) for v in hist.history["val_loss"]]}
+    (out / "train.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(json.dumps(meta), flush=True)
+    return measure(out, names, refit=args.refit)
+
+
+def gtzan_student_rows(model, mean, std) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """The student's rows for every GTZAN clip's scan-like windows (for refitting the decider)."""
+    from training import datasets
+
+    data = load("gtzan")
+    extra = data.get("extra", np.zeros(len(data["track"]), np.int8))
+    rows = [student_rows(model, data["patches"][(data["track"] == i) & (extra == 0)], mean, std)
+            for i in range(len(data["ids"]))]
+    y = [str(g) for g in data["genres"]]
+    groups = [datasets.gtzan_group(str(i)) for i in data["ids"]]
+    return rows, y, groups
+
+
+def measure(out: Path, names: list[str], refit: bool = False, most: int | None = None) -> int:
+    """Held-out agreement of the student chain with the teacher chain, FLOPs and LiteRT speed."""
     import keras
 
     from tagger.models import registry
     from tagger.models.openset import OpenSetModel
 
-    keras.utils.set_random_seed(SEED)
-    names = args.collections.split(",")
-    parts = {"train": [], "held": []}
-    held_tracks = {}  # name -> list of (teacher rows, patches) per held-out track
-    for name in names:
-        data = load(name)
-        tr, te = split(data, name)
-        for key, idx in (("train", tr), ("held", te)):
-            m = np.isin(data["track"], idx)
-            parts[key].append((data["patches"][m], data["rows"][m]))
-        held_tracks[name] = [(data["rows"][data["track"] == t], data["patches"][data["track"] == t]) for t in te]
-        print(f"{name}: {len(tr)} tracks to learn from, {len(te)} held out", flush=True)
-    x_tr = np.concatenate([p for p, _ in parts["train"]])
-    r_tr = np.concatenate([r for _, r in parts["train"]])
-    x_va = np.concatenate([p for p, _ in parts["held"]])
-    r_va = np.concatenate([r for _, r in parts["held"]])
-    mean, std = r_tr[:, :PEN].mean(axis=0), r_tr[:, :PEN].std(axis=0) + 1e-6
-
-    def targets(r):
-        return [(r[:, :PEN] - mean) / std, np.clip(r[:, PEN:], 0, 1)]
-
-    model = student(width=args.width)
-    f = flops(model)
-    print(f"student: {model.count_params()} parameters, {f / 1e6:.1f} MFLOP per patch", flush=True)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss={"pen": "mse", "tags": "binary_crossentropy"},
-                  loss_weights={"pen": 1.0, "tags": 4.0})
-    RUNS.mkdir(parents=True, exist_ok=True)
-    # the held-out tracks decide when to stop: report their agreement as a first estimate, not a test
-    cb = [keras.callbacks.ReduceLROnPlateau(patience=3, factor=0.5),
-          keras.callbacks.EarlyStopping(patience=7, restore_best_weights=True),
-          keras.callbacks.ModelCheckpoint(str(RUNS / "student.keras"), save_best_only=True)]
-    t0 = time.time()
-    hist = model.fit(x_tr.astype(np.float32), targets(r_tr), validation_data=(x_va.astype(np.float32), targets(r_va)),
-                     epochs=args.epochs, batch_size=32, callbacks=cb, verbose=2)
-    train_s = time.time() - t0
-
+    model = keras.models.load_model(out / "student.keras")
+    z = np.load(out / "standardise.npz")
+    mean, std = z["mean"], z["std"]
+    _, held_tracks = held_out(names, most)
     default = OpenSetModel(registry.find("gtzan-musicnn-openset"))
     dec = default.decider
     card = json.loads((default.card.directory / "card.json").read_text())
     threshold, stop = float(dec.threshold), float(card.get("early_stop", 0.95))
-    report = {"flops_per_patch": f, "parameters": int(model.count_params()), "epochs_run": len(hist.history["loss"]),
-              "train_seconds": round(train_s), "patches_learnt": int(len(x_tr)), "threshold": threshold, "stop": stop,
-              "collections": {}}
+    give_up = float(card.get("give_up", 0.0))  # the shipped chain's; the first run heard without it
+    train = json.loads((out / "train.json").read_text()) if (out / "train.json").is_file() else {}
+    report = {**train, "threshold": threshold, "stop": stop, "give_up": give_up, "collections": {}}
+    deciders = {"shipped decider": dec}
+    if refit:
+        from training.openset import final_decider, folds_for
+
+        t0 = time.time()
+        rows, y, groups = gtzan_student_rows(model, mean, std)
+        sdec = final_decider(rows, y, groups, folds_for(y, groups))
+        sdec.threshold = threshold
+        deciders["decider refitted on the student's rows"] = sdec
+        report["refit_seconds"] = round(time.time() - t0)
     for name, tracks in held_tracks.items():
         teacher = [r for r, _ in tracks]
         pupil = [student_rows(model, p, mean, std) for _, p in tracks]
@@ -239,25 +426,34 @@ def cmd_train(args) -> int:
                                                                      * np.linalg.norm(b[:, :PEN], axis=1) + 1e-9)
                               for a, b in zip(teacher, pupil)])
         tag_err = float(np.mean(np.concatenate([np.abs(a[:, PEN:] - b[:, PEN:]).ravel() for a, b in zip(teacher, pupil)])))
-        report["collections"][name] = {**agreement(dec, stop, threshold, teacher, pupil),
-                                       "penultimate_cosine_median": round(float(np.median(cos)), 4),
-                                       "tag_abs_error_mean": round(tag_err, 4)}
-        print(name, report["collections"][name], flush=True)
-    report["speed"] = litert_speed(model)
-    np.savez(RUNS / "standardise.npz", mean=mean, std=std)
-    (RUNS / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        res = {"patches": int(sum(map(len, teacher))), "penultimate_cosine_median": round(float(np.median(cos)), 4),
+               "tag_abs_error_mean": round(tag_err, 4)}
+        for label, d in deciders.items():
+            res[label] = agreement(dec, d, stop, threshold, teacher, pupil)
+            if give_up:
+                res[f"{label}, give_up {give_up}"] = agreement(dec, d, stop, threshold, teacher, pupil, give_up)
+        report["collections"][name] = res
+        print(name, json.dumps(res), flush=True)
+    report["speed"] = litert_speed(model, out)
+    report["windows_at_most"] = most
+    (out / (f"report-{most}windows.json" if most else "report.json")).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
     return 0
 
 
-def litert_speed(model) -> dict:
+def cmd_measure(args) -> int:
+    return measure(RUNS / args.out if args.out else RUNS, args.collections.split(","), refit=args.refit,
+                   most=args.windows)
+
+
+def litert_speed(model, out: Path = RUNS) -> dict:
     """ms per patch of the student as a LiteRT float32 model, batch 1 and 10, one thread."""
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     blob = conv.convert()
-    (RUNS / "student.tflite").write_bytes(blob)
+    (out / "student.tflite").write_bytes(blob)
     out = {"tflite_bytes": len(blob)}
     for n in (1, 10):
         it = Interpreter(model_content=blob, num_threads=1)
@@ -281,13 +477,29 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("embed", help="cut patches and record the teacher's rows for a collection")
     e.add_argument("source", help="'gtzan' or a folder of audio files")
     e.add_argument("--name", help="collection name for a folder (default: its name)")
-    e.add_argument("--windows", type=int, help="windows per track (default 20 for GTZAN, 30 otherwise)")
+    e.add_argument("--windows", type=int, help="windows per track (default 20 for GTZAN, 30 otherwise); with"
+                   " --per-minute, the least")
+    e.add_argument("--per-minute", type=float, help="windows per minute of the track (long tracks get more)")
+    e.add_argument("--cap", type=int, help="the most windows per track with --per-minute")
     t = sub.add_parser("train", help="fit the student and measure it against the teacher on held-out tracks")
     t.add_argument("--collections", default="gtzan,debian", help="comma-separated (default gtzan,debian)")
-    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--epochs", type=int, default=30, help="most epochs (plateau schedule; ignored with --minutes)")
+    t.add_argument("--minutes", type=float, help="train this long: cosine learning rate over the wall time")
     t.add_argument("--width", type=float, default=1.0, help="channel multiplier")
+    t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--shift", type=int, default=0, help="augment: move each patch up to this many frames")
+    t.add_argument("--gain-db", type=float, default=0.0, help="augment: scale each patch's power up to this many dB")
+    t.add_argument("--refit", action="store_true", help="also refit the decider on the student's GTZAN rows")
+    t.add_argument("--out", help="run folder under runs/distill/ (default: runs/distill itself)")
+    m = sub.add_parser("measure", help="measure a trained student again (e.g. with --refit)")
+    m.add_argument("--collections", default="gtzan,debian")
+    m.add_argument("--refit", action="store_true")
+    m.add_argument("--windows", type=int, help="hear at most this many of each held-out track's windows, spread"
+                   " evenly (a scan plans 10; default: all of them)")
+    m.add_argument("--out")
     args = ap.parse_args(argv)
-    return {"embed": cmd_embed, "train": cmd_train}[args.cmd](args)
+    return {"embed": cmd_embed, "train": cmd_train, "measure": cmd_measure}[args.cmd](args)
 
 
 if __name__ == "__main__":
