@@ -159,10 +159,7 @@ def discover_and_queue(settings: Settings, scan_id: int, roots: Iterable[str], f
         skipped += n_skipped
         if ids:
             if queued == 0 and on_first_job:
-                if size_up_to:
-                    waiting_since = time.monotonic()
-                else:
-                    on_first_job(len(ids) if last else None)
+                waiting_since = time.monotonic()  # with size_up_to 0 they start below, at once
             queue.enqueue(ids)
             queued += len(ids)
         if waiting_since is not None and (last or queued > size_up_to):

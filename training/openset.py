@@ -323,6 +323,16 @@ def gtzan_data():
     return data, ids, y, groups
 
 
+def nested_gtzan() -> tuple[list[np.ndarray], list[str], list[str], list, list[dict], np.ndarray]:
+    """The shared GTZAN clips' rows, labels, groups and folds, every episode row and its nested
+    calibrated probability (``episodes``, ``nested_probs``): what ``cv`` and ``giveup`` measure on."""
+    data, _, y, groups = gtzan_data()
+    rows = track_rows(data)
+    folds = folds_for(y, groups)
+    eps = episodes(rows, y, groups, folds)
+    return rows, y, groups, folds, eps, nested_probs(eps, y, folds)
+
+
 def folds_for(y, groups):
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -391,19 +401,15 @@ def heard(decider: OpenSetDecider, rows: np.ndarray, stop: float, give_up: float
     idx: list[int] = []
     for stage in stages(len(rows), 3, 2):
         idx += stage
-        p = decider.decide(rows[sorted(idx)])
-        if p.max() >= stop or (give_up > 0 and decider.prospect(rows[sorted(idx)]) < give_up):
+        p, chance = decider.judged(rows[sorted(idx)])
+        if p.max() >= stop or chance < give_up:
             break
     return p, sorted(idx)
 
 
 def cmd_cv(args) -> int:
     t0 = time.time()
-    data, ids, y, groups = gtzan_data()
-    rows = track_rows(data)
-    folds = folds_for(y, groups)
-    eps = episodes(rows, y, groups, folds)
-    probs = nested_probs(eps, y, folds)
+    rows, y, groups, folds, eps, probs = nested_gtzan()
     t, stop, dec = choose(eps, probs)
     give_up, give_up_sweep = choose_give_up(eps, probs, t, stop)
     dec = decisions(eps, probs, t, stop, give_up)
@@ -530,11 +536,7 @@ def cmd_give_up(args) -> int:
     card_path = model / "card.json"
     card = json.loads(card_path.read_text())
     t, stop = card["threshold"], card["early_stop"]
-    data, ids, y, groups = gtzan_data()
-    rows = track_rows(data)
-    folds = folds_for(y, groups)
-    eps = episodes(rows, y, groups, folds)
-    probs = nested_probs(eps, y, folds)
+    _, _, _, _, eps, probs = nested_gtzan()
     give_up, sweep = choose_give_up(eps, probs, t, stop)
     check = {"chosen": give_up, "nested_gtzan": sweep}
     dec = joblib.load(model / "decider.joblib")

@@ -110,7 +110,13 @@ class Model:
         """The best chance that any answer from these ``window_probs`` rows is right, which
         progressive hearing compares with ``Hearing.give_up``: for most models the top
         probability; a model with several candidates (the open-set default) gives its likeliest."""
-        return float(self.from_windows(rows).max())
+        return self.judged(rows)[1]
+
+    def judged(self, rows: np.ndarray) -> tuple[np.ndarray, float]:
+        """``from_windows`` and ``prospect`` of the same rows at once (progressive hearing asks
+        for both after every stage); a model whose prospect is not its top probability overrides it."""
+        probs = self.from_windows(rows)
+        return probs, float(np.max(probs))
 
     def predict(self, clip: Clip) -> Prediction:
         return self.to_prediction(self.predict_batch([clip])[0])

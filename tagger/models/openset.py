@@ -204,13 +204,17 @@ class OpenSetDecider:
         """The best chance any candidate has of being right on these windows: while it stays
         below the card's ``give_up``, more windows would almost never lift an answer to the
         threshold (``training.openset`` measures how rarely), so hearing stops."""
-        return float(self.scored(rows)[2].max())
+        return self.judged(rows)[1]
 
     def decide(self, rows: np.ndarray) -> np.ndarray:
         """Genre probabilities over ``labels`` for one track's window rows: the chosen genre's
         entry is the calibrated probability that it is right; the other candidate keeps its
         own; what is left is shared in proportion to the tag layers' scores, no entry above the
         chosen one's (so a row sums to 1 or a little less)."""
+        return self.judged(rows)[0]
+
+    def judged(self, rows: np.ndarray) -> tuple[np.ndarray, float]:
+        """``decide`` and ``prospect`` of the same rows, from one pass over the evidence."""
         ev, cands, p = self.scored(rows)
         labels = self.labels
         out = np.zeros(len(labels))
@@ -232,7 +236,7 @@ class OpenSetDecider:
         chosen = labels.index(cands[order[0]][0])
         capped = np.minimum(out, np.nextafter(best, 0.0))
         capped[chosen] = best
-        return capped
+        return capped, float(p.max())
 
 
 #: the decider's fitted numbers as plain arrays, beside the ``decider.joblib`` training writes
@@ -388,8 +392,8 @@ class OpenSetModel(Model):
     def from_windows(self, rows: np.ndarray) -> np.ndarray:
         return self.decider.decide(rows)
 
-    def prospect(self, rows: np.ndarray) -> float:
-        return self.decider.prospect(rows)
+    def judged(self, rows: np.ndarray) -> tuple[np.ndarray, float]:
+        return self.decider.judged(rows)
 
     def predict_batch(self, clips: list[Clip]) -> np.ndarray:
         if not clips:

@@ -123,29 +123,22 @@ def hear(model, path: str | Path, fmt: str | None, how: Hearing = Hearing(), run
         if probs is None or not len(probs):  # silent so far, or no per-window answer: all at once
             whole = _checked(_joined(clip, reader.read([starts[i] for s in order[1:] for i in s])))
             return Heard(run.predict_batch(model, [whole])[0], len(whole.windows), n, whole)
-        track = _decide(model, probs)
+        track, chance = _judge(model, probs)
         for stage in order[1:]:
-            if float(track.max()) >= how.stop or _hopeless(model, probs, how):
+            # sure enough, or no answer with a chance of how.give_up: more windows would almost
+            # never make one sure enough to write
+            if float(track.max()) >= how.stop or chance < how.give_up:
                 break
             more = reader.read([starts[i] for i in stage])
             clip = _joined(clip, more)
             probs = np.concatenate([probs, run.window_probs(model, more)])
-            track = _decide(model, probs)
+            track, chance = _judge(model, probs)
     return Heard(track, len(clip.windows), n, clip)
 
 
-def _decide(model, probs: np.ndarray) -> np.ndarray:
+def _judge(model, probs: np.ndarray) -> tuple[np.ndarray, float]:
     with stage("model"):
-        return model.from_windows(probs)
-
-
-def _hopeless(model, probs: np.ndarray, how: Hearing) -> bool:
-    """Whether the windows heard leave no answer a chance of ``how.give_up`` (``Model.prospect``):
-    more windows would almost never make one sure enough to write."""
-    if how.give_up <= 0:
-        return False
-    with stage("model"):
-        return model.prospect(probs) < how.give_up
+        return model.judged(probs)
 
 
 def _joined(a: Clip, b: Clip) -> Clip:
