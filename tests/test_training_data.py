@@ -6,6 +6,7 @@ import os
 import shutil
 
 import numpy as np
+import soundfile as sf
 
 import audiofiles
 from tagger import audio, features
@@ -94,3 +95,46 @@ def test_cache_skips_unreadable(tmp_path):
     items = [datasets.Item(good, "x", "good", "good"), datasets.Item(bad, "x", "bad", "bad")]
     kept, feats, errors = cache.get_many(items, tmp_path / "cache", log=None)
     assert [i.track_id for i in kept] == ["good"] and set(feats) == {"good"} and set(errors) == {"bad"}
+
+
+def test_artist_tags_name_taxonomy_genres():
+    from training.tagged import genre_of
+
+    assert genre_of("Romantic Classical") == "classical"
+    assert genre_of("Female Fronted Metal") == "metal"
+    assert genre_of("Thrash Metal") == "metal"
+    assert genre_of("dnb") == "electronic"
+    assert genre_of("House") == "electronic"
+    assert genre_of("Orchestral") == "classical"
+    assert genre_of("Classique") == "classical"
+    for none in ("Soundtrack", "Game", "Other", "Psychedelic", "Game music", ""):
+        assert genre_of(none) is None
+    assert genre_of("Trap") is None  # whole words only: "rap" is not in "Trap"
+    assert genre_of("Popcorn") is None
+
+
+def test_artist_tagged_collection(tmp_path):
+    """Files keep their artist's genre through the mapping; untagged, unmapped and short files are
+    left out; a Frets on Fire song's two stems become one mixed file as long as the song."""
+    from training.openset_embed import source_items
+    from training.tagged import collect
+
+    pkg = tmp_path / "pkg-music"
+    audiofiles.make_audio(pkg / "a", "ogg", "orch.ogg", seconds=22, tags={"genre": ["Romantic Classical"]})
+    audiofiles.make_audio(pkg / "a", "ogg", "game.ogg", seconds=22, tags={"genre": ["Soundtrack"]})
+    audiofiles.make_audio(pkg / "a", "ogg", "bare.ogg", seconds=22)
+    audiofiles.make_audio(pkg / "a", "mp3", "jingle.mp3", seconds=5, tags={"genre": ["House"]})
+    song = pkg / "songs" / "chaos"
+    audiofiles.make_audio(song, "ogg", "song.ogg", seconds=21, tags={"genre": ["Death Metal"]})
+    audiofiles.make_audio(song, "ogg", "guitar.ogg", seconds=21, tags={"genre": ["Death Metal"]}, kind="music")
+    rows = collect([pkg], tmp_path / "out", log=lambda *_: None)
+    got = {r["path"]: (r["genre"], r["group"], r["tag"]) for r in rows}
+    assert got == {"pkg-music__a_orch.ogg": ("classical", "pkg-music", "Romantic Classical"),
+                   "pkg-music__songs_chaos_song.ogg": ("metal", "pkg-music", "Death Metal")}
+    mixed = tmp_path / "out" / "pkg-music__songs_chaos_song.ogg"
+    assert not mixed.is_symlink() and abs(sf.info(mixed).duration - 21) < 0.2
+    assert (tmp_path / "out" / "pkg-music__a_orch.ogg").resolve() == (pkg / "a" / "orch.ogg").resolve()
+    items, name = source_items(str(tmp_path / "out" / "labels.csv"))
+    assert name == "out"
+    assert sorted((tid, g) for tid, g, _ in items) == [("pkg-music__a_orch.ogg", "classical"),
+                                                       ("pkg-music__songs_chaos_song.ogg", "metal")]

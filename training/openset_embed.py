@@ -2,6 +2,8 @@
 
 ``python -m training.openset_embed gtzan``       the shared GTZAN clips
 ``python -m training.openset_embed DIR --name N``  every audio file under DIR (unlabelled music)
+``python -m training.openset_embed F.csv --name N``  the files a ``path,genre`` CSV lists, with their
+    genres (``training.tagged`` writes one of music its artists tagged)
 
 Each track is planned and decoded exactly as a scan does (``tagger.audio.plan``
 with the default 10 windows, ``audio.Reader``), each window cut into its one
@@ -97,7 +99,7 @@ def embed(items: list[tuple[str, str, Path]], log=print, precision: str = "float
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.openset_embed", description=__doc__.split("\n")[0])
-    ap.add_argument("source", help="'gtzan' (the shared copy) or a folder of audio files")
+    ap.add_argument("source", help="'gtzan' (the shared copy), a folder of audio files, or a path,genre CSV")
     ap.add_argument("--name", help="collection name for a folder (default: the folder's name)")
     ap.add_argument("--root", help="GTZAN root (default: ../shared/datasets/gtzan)")
     ap.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
@@ -119,6 +121,11 @@ def source_items(source: str, name: str | None = None, root: str | None = None) 
         root = Path(root) if root else ROOT.parent / "shared" / "datasets" / "gtzan"
         return [(it.track_id, it.genre, it.path) for it in datasets.gtzan(root)], "gtzan"
     folder = Path(source)
+    if folder.suffix.lower() == ".csv":
+        from tagger.evaluate import items_from_csv
+
+        return [(str(p.relative_to(folder.parent)) if p.is_relative_to(folder.parent) else str(p), g, p)
+                for p, g in items_from_csv(folder)], name or folder.parent.name
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in datasets.AUDIO_SUFFIXES)
     return [(str(p.relative_to(folder)), "", p) for p in files], name or folder.name
 
