@@ -116,11 +116,12 @@ def test_artist_tags_name_taxonomy_genres():
 def test_artist_tagged_collection(tmp_path):
     """Files keep their artist's genre through the mapping; untagged, unmapped and short files are
     left out; a Frets on Fire song's two stems become one mixed file as long as the song."""
-    from training.openset_embed import source_items
+    from training.openset_embed import csv_groups, source_items
     from training.tagged import collect
 
     pkg = tmp_path / "pkg-music"
-    audiofiles.make_audio(pkg / "a", "ogg", "orch.ogg", seconds=22, tags={"genre": ["Romantic Classical"]})
+    audiofiles.make_audio(pkg / "a", "ogg", "orch.ogg", seconds=22,
+                          tags={"genre": ["Romantic Classical"], "artist": ["A. Composer"]})
     audiofiles.make_audio(pkg / "a", "ogg", "game.ogg", seconds=22, tags={"genre": ["Soundtrack"]})
     audiofiles.make_audio(pkg / "a", "ogg", "bare.ogg", seconds=22)
     audiofiles.make_audio(pkg / "a", "mp3", "jingle.mp3", seconds=5, tags={"genre": ["House"]})
@@ -129,7 +130,7 @@ def test_artist_tagged_collection(tmp_path):
     audiofiles.make_audio(song, "ogg", "guitar.ogg", seconds=21, tags={"genre": ["Death Metal"]}, kind="music")
     rows = collect([pkg], tmp_path / "out", log=lambda *_: None)
     got = {r["path"]: (r["genre"], r["group"], r["tag"]) for r in rows}
-    assert got == {"pkg-music__a_orch.ogg": ("classical", "pkg-music", "Romantic Classical"),
+    assert got == {"pkg-music__a_orch.ogg": ("classical", "pkg-music/A. Composer", "Romantic Classical"),
                    "pkg-music__songs_chaos_song.ogg": ("metal", "pkg-music", "Death Metal")}
     mixed = tmp_path / "out" / "pkg-music__songs_chaos_song.ogg"
     assert not mixed.is_symlink() and abs(sf.info(mixed).duration - 21) < 0.2
@@ -138,3 +139,5 @@ def test_artist_tagged_collection(tmp_path):
     assert name == "out"
     assert sorted((tid, g) for tid, g, _ in items) == [("pkg-music__a_orch.ogg", "classical"),
                                                        ("pkg-music__songs_chaos_song.ogg", "metal")]
+    assert csv_groups(tmp_path / "out" / "labels.csv") == {"pkg-music__a_orch.ogg": "pkg-music/A. Composer",
+                                                          "pkg-music__songs_chaos_song.ogg": "pkg-music"}

@@ -15,7 +15,9 @@ musicnn patch, and both musicnn networks run in float32 on every patch:
 
 One ``.npz`` per collection under ``cache/openset/``: the arrays of every
 window stacked, ``track`` (the window's track index), ``ids``, ``genres``
-(``""`` when unlabelled) and ``paths``. ``training.openset`` reads it.
+(``""`` when unlabelled), ``paths`` and, from a CSV with a ``group`` column,
+``groups`` (the artist: no fold holds one on both sides). ``training.openset``
+reads it.
 """
 from __future__ import annotations
 
@@ -109,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.precision == "bfloat16":
         name += "-bf16"
     data = embed(items, precision=args.precision)
+    if args.source.lower().endswith(".csv"):
+        groups = csv_groups(Path(args.source))
+        if groups:
+            data["groups"] = np.array([groups.get(str(i), "") for i in data["ids"]])
     f = save(collection_path(name), data)
     print(f"{f}: {len(data['ids'])} tracks, {len(data['track'])} windows")
     return 0
@@ -128,6 +134,14 @@ def source_items(source: str, name: str | None = None, root: str | None = None) 
                 for p, g in items_from_csv(folder)], name or folder.parent.name
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in datasets.AUDIO_SUFFIXES)
     return [(str(p.relative_to(folder)), "", p) for p in files], name or folder.name
+
+
+def csv_groups(csv_path: Path) -> dict[str, str]:
+    """A labels CSV's ``group`` column by track id (the path as listed), or {} where it has none."""
+    import csv
+
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        return {row["path"]: row["group"] for row in csv.DictReader(fh) if row.get("group")}
 
 
 def save(path: Path, data: dict[str, np.ndarray]) -> Path:

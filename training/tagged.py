@@ -7,8 +7,9 @@ walks the folders (unpacked Debian packages of game music, say), reads each audi
 genre tag, and keeps the files whose tag names a genre of the taxonomy by ``GENRE_WORDS``
 ("Romantic Classical" and "Orchestral" are classical, "Death Metal" metal, "dnb" and "House"
 electronic; "Game", "Soundtrack", "Other" and "Psychedelic" name none, and such files are left
-out). It writes ``FOLDER/labels.csv`` (``path,genre,group,tag``: the group is the package, the
-stand-in for the artist, so that no fold holds one artist on both sides) and links each file
+out). It writes ``FOLDER/labels.csv`` (``path,genre,group,tag``: the group is the package and the
+file's artist tag, ``wesnoth-1.16-music/Doug Kaufman``, or the package alone where the file names
+no artist; no fold holds one group on both sides) and links each file
 into ``FOLDER``. A Frets on Fire song ships as stems (``song.ogg`` without the guitar,
 ``guitar.ogg``); the two are mixed into one file (ffmpeg's ``amix``), the record as released.
 
@@ -52,18 +53,20 @@ def genre_of(tag: str) -> str | None:
     return None
 
 
-def file_tag(path: Path) -> tuple[str | None, float]:
-    """A file's own genre tag (the first value) and its length in seconds."""
+def file_tag(path: Path) -> tuple[str | None, str, float]:
+    """A file's own genre tag (the first value), its artist ("" when untagged) and its length in seconds."""
     import mutagen
 
     try:
         f = mutagen.File(path, easy=True)
     except (mutagen.MutagenError, OSError):
-        return None, 0.0
+        return None, "", 0.0
     if f is None:
-        return None, 0.0
-    values = (f.tags or {}).get("genre") if f.tags is not None else None
-    return (str(values[0]).strip() if values else None), float(getattr(f.info, "length", 0.0) or 0.0)
+        return None, "", 0.0
+    tags = f.tags if f.tags is not None else {}
+    genre, artist = tags.get("genre"), tags.get("artist")
+    return ((str(genre[0]).strip() if genre else None), (str(artist[0]).strip() if artist else ""),
+            float(getattr(f.info, "length", 0.0) or 0.0))
 
 
 def collect(roots: list[Path], out: Path, log=print) -> list[dict]:
@@ -75,12 +78,12 @@ def collect(roots: list[Path], out: Path, log=print) -> list[dict]:
         for p in files:
             if p.name == "guitar.ogg":
                 continue  # joined with its song.ogg
-            tag, seconds = file_tag(p)
+            tag, artist, seconds = file_tag(p)
             genre = genre_of(tag) if tag else None
             if genre is None or seconds < MIN_SECONDS:
                 continue
-            group = root.name
-            name = f"{group}__{'_'.join(p.relative_to(root).parts[-3:])}".replace(" ", "_")
+            group = f"{root.name}/{artist}" if artist else root.name
+            name = f"{root.name}__{'_'.join(p.relative_to(root).parts[-3:])}".replace(" ", "_")
             dest = out / name
             guitar = p.with_name("guitar.ogg")
             if p.name == "song.ogg" and guitar.is_file():
