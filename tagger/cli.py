@@ -793,7 +793,9 @@ def models(ctx, as_json):
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV of path,genre (default: one folder per genre under PATH).")
-@click.option("--from-tags", is_flag=True, help="Use the files' own genre tags as the labels.")
+@click.option("--from-tags", is_flag=True,
+              help="Use the files' own genre tags as the labels, read by their words "
+                   "('Death Metal' is metal, 'Deep House' electronic).")
 @click.option("--model", help="Model to evaluate (default: the first of the default chain).")
 @click.option("--windows", type=click.IntRange(1, 64), help="3 s windows per track, as `tagger scan --windows` (default 10).")
 @click.option("--first-windows", type=click.IntRange(0, 64), help="As `tagger scan --first-windows` (default 3).")

@@ -99,12 +99,26 @@ def written_scores(y_true: list[str], y_pred: list[str], confidence: list[float]
     }
 
 
+def true_label(genre: str, by_norm: dict[str, str]) -> str:
+    """A file's labelled genre as the model's label it names, else the taxonomy id its words
+    belong to, else as written."""
+    from tagger.naming import broad_genre
+
+    exact = by_norm.get(_norm(genre))
+    if exact is not None:
+        return exact
+    broad = broad_genre(genre)
+    return by_norm.get(_norm(broad), broad) if broad else genre.strip()
+
+
 def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), how=None,
              threshold: float = MIN_CONFIDENCE) -> dict:
     """Run ``model_name`` on every ``(path, genre)`` and score it.
 
-    True genres are matched to the model's labels ignoring case and punctuation;
-    a genre the model cannot output stays as written (and counts as an error).
+    True genres are matched to the model's labels ignoring case and punctuation, else read as
+    people tag genres (``naming.broad_genre``: "Death Metal" is metal, "Deep House" electronic);
+    a genre the model cannot output stays as written, or as the taxonomy's id it belongs to
+    (and counts as an error).
     Files that cannot be decoded are listed under ``errors`` and not scored.
     """
     from tagger.models import registry
@@ -118,7 +132,7 @@ def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), how=
     truth, pred, conf, paths, errors, heard_windows = [], [], [], [], [], []
     for path, genre in items:
         path = Path(path)
-        g = by_norm.get(_norm(genre), genre.strip())
+        g = true_label(genre, by_norm)
         try:
             heard = hear(model, path, None, how)
         except (TaggerError, OSError) as exc:

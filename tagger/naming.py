@@ -19,6 +19,7 @@ Pure standard library: the settings are built from it before anything heavy.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -49,6 +50,42 @@ def genre_id(name: str, names: Iterable[tuple[str, str]] = ()) -> Optional[str]:
         if _key(shown) == key:
             return gid
     return _ALIASES.get(key)
+
+
+#: a word of a genre as people tag it (a subgenre, a style) -> the taxonomy id it belongs to; the
+#: more specific words first ("Punk Rock" is punk, "Blues Rock" blues, "Rap Metal" metal)
+GENRE_WORDS = (
+    ("metal", "metal"), ("punk", "punk"), ("grunge", "rock"),
+    ("classical", "classical"), ("classique", "classical"), ("orchestral", "classical"),
+    ("symphonic", "classical"), ("baroque", "classical"), ("opera", "classical"),
+    ("electronic", "electronic"), ("electronica", "electronic"), ("electro", "electronic"),
+    ("house", "electronic"), ("techno", "electronic"), ("trance", "electronic"), ("dnb", "electronic"),
+    ("drum and bass", "electronic"), ("drum n bass", "electronic"), ("dubstep", "electronic"),
+    ("chiptune", "electronic"), ("edm", "electronic"), ("idm", "electronic"), ("synthwave", "electronic"),
+    ("ambient", "ambient"),
+    ("hip hop", "hiphop"), ("hip-hop", "hiphop"), ("hiphop", "hiphop"), ("rap", "hiphop"),
+    ("reggae", "reggae"), ("dub", "reggae"), ("ska", "reggae"),
+    ("funk", "funk"), ("disco", "disco"), ("jazz", "jazz"), ("swing", "jazz"), ("bebop", "jazz"),
+    ("blues", "blues"), ("country", "country"), ("bluegrass", "country"), ("folk", "folk"),
+    ("r&b", "rnb"), ("rnb", "rnb"), ("soul", "rnb"), ("world", "world"),
+    ("rock", "rock"), ("pop", "pop"),
+)
+
+
+def broad_genre(text: str) -> Optional[str]:
+    """The taxonomy id a genre as people tag it belongs to, by its words: "Death Metal" and "Female
+    Fronted Metal" are metal, "Romantic Classical" classical, "Deep House" electronic; None where
+    no word names one ("Soundtrack", "Game", "Psychedelic"; "Trap" is not "rap")."""
+    key = _key(text).replace("_", " ")
+    if not key:
+        return None
+    exact = genre_id(key)
+    if exact is not None:
+        return exact
+    for word, gid in GENRE_WORDS:
+        if re.search(rf"(?<![a-z&]){re.escape(word)}(?![a-z&])", key):
+            return gid
+    return None
 
 
 #: joins several genres into one value where players show only the first of several values (ID3, MP4)

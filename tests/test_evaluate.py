@@ -15,12 +15,14 @@ def test_evaluate_scores_what_the_model_predicts(gtzan, test_model_dir, tmp_path
     clips = [gtzan / "blues" / "blues.00010.mp3", gtzan / "blues" / "blues.00011.mp3",
              gtzan / "metal" / "metal.00009.mp3", gtzan / "rock" / "rock.00003.mp3"]
     bad = audiofiles.text_as_audio(tmp_path)
-    items = [(clips[0], "Blues"), (clips[1], "blues"), (clips[2], "metal"), (clips[3], "rock"), (bad, "jazz")]
+    items = [(clips[0], "Blues"), (clips[1], "blues"), (clips[2], "Death Metal"), (clips[3], "Progressive Rock"),
+             (bad, "jazz")]
     res = evaluate(items, TEST_MODEL, model_dirs=[str(test_model_dir)])
 
     assert res["model"] == TEST_MODEL and res["n"] == 4
     assert [e["path"] for e in res["errors"]] == [str(bad)]
-    # "Blues" matches the model's label; "rock" is a genre this model cannot output
+    # "Blues" matches the model's label, "Death Metal" is metal; "Progressive Rock" is rock, a genre
+    # this model cannot output
     assert [p["true"] for p in res["predictions"]] == ["blues", "blues", "metal", "rock"]
     assert res["unknown_labels"] == ["rock"] and res["per_class"]["rock"]["recall"] == 0.0
     # every figure follows from the per-file predictions, which are the model's own

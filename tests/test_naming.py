@@ -89,3 +89,16 @@ def test_a_scan_writes_the_names_players_show_and_the_users_own(settings, audio_
     out = run_cli(settings, "scan", "--force", "--json", str(files[0].parent), TAGGER_GENRES_ONLY="electronic")
     summary = json.loads(out.stdout)
     assert summary["tagged"] == 0 and summary["low_confidence"] == len(files), summary
+
+
+def test_broad_genre_reads_genres_as_people_tag_them():
+    from tagger.naming import broad_genre
+
+    assert broad_genre("Death Metal") == broad_genre("Female Fronted Metal") == "metal"
+    assert broad_genre("Romantic Classical") == broad_genre("Orchestral") == "classical"
+    assert broad_genre("Deep House") == broad_genre("dnb") == broad_genre("Chiptune") == "electronic"
+    assert broad_genre("Punk Rock") == "punk" and broad_genre("Blues Rock") == "blues"
+    assert broad_genre("Hip Hop") == broad_genre("Rap") == "hiphop" and broad_genre("R&B") == "rnb"
+    assert broad_genre("Progressive Rock") == "rock" and broad_genre("pop") == "pop"
+    for none in ("Soundtrack", "Game music", "Other", "Psychedelic", "Trap", "Popcorn", "", "  "):
+        assert broad_genre(none) is None, none

@@ -4,7 +4,8 @@ the open-set default on recordings no data set here holds (issue "Right or silen
 ``python -m training.tagged DIR [DIR ...] --out FOLDER``
 
 walks the folders (unpacked Debian packages of game music, say), reads each audio file's own
-genre tag, and keeps the files whose tag names a genre of the taxonomy by ``GENRE_WORDS``
+genre tag, and keeps the files whose tag names a genre of the taxonomy by its words
+(``tagger.naming.broad_genre``, which ``tagger evaluate`` also reads users' tags with)
 ("Romantic Classical" and "Orchestral" are classical, "Death Metal" metal, "dnb" and "House"
 electronic; "Game", "Soundtrack", "Other" and "Psychedelic" name none, and such files are left
 out). It writes ``FOLDER/labels.csv`` (``path,genre,group,tag``: the group is the package and the
@@ -20,37 +21,20 @@ from __future__ import annotations
 
 import argparse
 import csv
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 from tagger import formats
+from tagger.naming import broad_genre
 
-#: a word of an artist's genre tag -> the taxonomy's genre (first match wins; whole words)
-GENRE_WORDS = (
-    ("metal", "metal"),
-    ("classical", "classical"), ("classique", "classical"), ("orchestral", "classical"),
-    ("symphonic", "classical"),
-    ("electronic", "electronic"), ("electronica", "electronic"), ("house", "electronic"),
-    ("techno", "electronic"), ("trance", "electronic"), ("dnb", "electronic"),
-    ("drum and bass", "electronic"), ("chiptune", "electronic"), ("edm", "electronic"),
-    ("ambient", "ambient"),
-    ("rock", "rock"), ("punk", "punk"), ("folk", "folk"), ("reggae", "reggae"), ("jazz", "jazz"),
-    ("blues", "blues"), ("country", "country"), ("disco", "disco"), ("funk", "funk"),
-    ("hip hop", "hiphop"), ("hip-hop", "hiphop"), ("rap", "hiphop"), ("pop", "pop"),
-)
 #: shorter than this is a jingle, not a piece
 MIN_SECONDS = 20.0
 
 
 def genre_of(tag: str) -> str | None:
-    """The taxonomy genre an artist's tag names, or None ("Soundtrack", "Game", "Other")."""
-    text = " ".join(str(tag).lower().replace("_", " ").split())
-    for word, genre in GENRE_WORDS:
-        if re.search(rf"(?<![a-z]){re.escape(word)}(?![a-z])", text):
-            return genre
-    return None
+    """The taxonomy genre an artist's tag names (``tagger.naming.broad_genre``), or None."""
+    return broad_genre(tag)
 
 
 def file_tag(path: Path) -> tuple[str | None, str, float]:
