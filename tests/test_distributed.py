@@ -187,17 +187,17 @@ def queue_depth(settings) -> dict[str, int]:
 # ---------------------------------------------------------------- the tests
 @pytest.mark.slow
 def test_two_worker_processes_postgres_every_file_once(dist, audio_factory, tmp_path):
+    """Both processes ready before the jobs come (queued first, one process warming up faster
+    under load could drain all twelve before the other is up), then every file once, from both.
+    The queue's depth and a scan's counts while jobs wait are checked by
+    test_sigterm_finishes_the_current_job_and_requeues_the_rest."""
     paths = library(audio_factory, 12)
     before = fingerprints(paths)
-    queued = queue_scan(dist, paths[0].parent)
-    assert (queued["queued"], queued["pending"], queued["status"]) == (12, 12, "running")
-
-    status = json.loads(run_cli(dist, "status", "--json", "--scan", str(queued["scan_id"])).stdout)
-    assert status["queue"] == {"waiting": 12, "in_flight": 0, "dead": 0}
-    assert (status["scan"]["queued"], status["scan"]["pending"], status["scan"]["tagged"]) == (12, 12, 0)
-
     workers = Workers(dist, tmp_path / "workers.log", "--processes", "2")
     try:
+        wait_until(lambda: workers.text().count("ready on") >= 2, 90, "both worker processes to start")
+        queued = queue_scan(dist, paths[0].parent)
+        assert (queued["queued"], queued["pending"], queued["status"]) == (12, 12, "running")
         wait_scan(dist, queued["scan_id"], 120, workers)
         status = json.loads(run_cli(dist, "status", "--json").stdout)
     finally:
