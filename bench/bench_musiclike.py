@@ -2,7 +2,7 @@
 shared GTZAN copy (must fire on none), on the real game soundtracks unpacked under a Debian
 folder (files of 20 s or more; many shorter ones are sound effects), and on synthetic test
 signals (sines, sweeps, square and sawtooth tones, hums, dual tones, white, pink and brown
-noise) written as files and decoded as a scan decodes them.
+noise, clicks) written as files and decoded as a scan decodes them.
 
 Each file is heard as a scan plans it (10 windows of 3 s spread over the track); the check
 runs on the first 3 of them (what a scan hears when the model is sure at once) and on all
@@ -79,7 +79,8 @@ def judged(windows: list[np.ndarray]) -> tuple[musiclike.Signal, musiclike.Signa
 
 def line(name: str, some: musiclike.Signal, every: musiclike.Signal, kind: str | None) -> str:
     def figs(g: musiclike.Signal) -> str:
-        return f"steady {g.steadiness_db:5.2f} dB, peak {g.peak_db:5.1f} dB, purity {g.purity:.3f}"
+        return (f"steady {g.steadiness_db:5.2f} dB, peak {g.peak_db:5.1f} dB, purity {g.purity:.3f}, "
+                f"pitch {g.pitch_db:5.1f} dB")
     return f"  {kind or '-':<22} {figs(some)} | all: {figs(every)}  {name}"
 
 
@@ -111,6 +112,9 @@ def run_set(title: str, paths: list[Path], cache: Path | None, near: int, label=
             print(line(*r))
         print(f"  the purest it passes (fires from {musiclike.PURE}):")
         for r in sorted(passed, key=lambda r: -max(r[1].purity, r[2].purity))[:near]:
+            print(line(*r))
+        print(f"  the least pitched it passes (fires below {musiclike.PITCH_DB} dB):")
+        for r in sorted(passed, key=lambda r: min(r[1].pitch_db, r[2].pitch_db))[:near]:
             print(line(*r))
     return rows
 
@@ -150,6 +154,10 @@ def synthetic() -> dict[str, np.ndarray]:
         digits[start:start + len(seg)] = np.sin(2 * np.pi * pair[0] * seg) + np.sin(2 * np.pi * pair[1] * seg)
     stepped = np.concatenate([np.sin(2 * np.pi * f * t[:n // 10]) for f in (100, 250, 500, 1000, 2000, 3000,
                                                                                4000, 6000, 8000, 10000)])
+    clicks = np.zeros(n)
+    clicks[::SR // 4] = 1.0
+    random_clicks = np.zeros(n)
+    random_clicks[rng.integers(0, n, 200)] = rng.uniform(0.2, 1.0, 200)
     hum = sine(50) + 0.5 * sine(100) + 0.3 * sine(150) + 0.2 * sine(250) + 0.01 * rng.standard_normal(n)
     signals = {
         "sine 50 Hz": sine(50), "sine 440 Hz": sine(440), "sine 1 kHz": sine(1000), "sine 8 kHz": sine(8000),
@@ -162,6 +170,7 @@ def synthetic() -> dict[str, np.ndarray]:
         "DTMF-like dual tones (0.2 s on, 0.1 s off)": digits,
         "white noise": _noise("white", n, rng), "pink noise": _noise("pink", n, rng),
         "brown noise": _noise("brown", n, rng),
+        "clicks, 4 a second": clicks, "200 clicks at random": random_clicks,
     }
     return {k: (0.3 * v / np.abs(v).max()).astype(np.float32) for k, v in signals.items()}
 
@@ -197,7 +206,7 @@ def main() -> None:
     if args.cache:
         args.cache.mkdir(parents=True, exist_ok=True)
     print(f"thresholds: steady below {musiclike.STEADY_DB} dB (a tone when a peak stands {musiclike.PEAK_DB} dB "
-          f"out), pure from {musiclike.PURE}")
+          f"out), pure from {musiclike.PURE}, pitch below {musiclike.PITCH_DB} dB")
     if args.only in (None, "synthetic"):
         run_synthetic()
     if args.only in (None, "gtzan") and args.gtzan.is_dir():
