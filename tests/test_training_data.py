@@ -116,6 +116,8 @@ def test_artist_tags_name_taxonomy_genres():
 def test_artist_tagged_collection(tmp_path):
     """Files keep their artist's genre through the mapping; untagged, unmapped and short files are
     left out; a Frets on Fire song's two stems become one mixed file as long as the song."""
+    import mutagen
+
     from training.openset_embed import csv_groups, source_items
     from training.tagged import collect
 
@@ -134,6 +136,7 @@ def test_artist_tagged_collection(tmp_path):
                    "pkg-music__songs_chaos_song.ogg": ("metal", "pkg-music", "Death Metal")}
     mixed = tmp_path / "out" / "pkg-music__songs_chaos_song.ogg"
     assert not mixed.is_symlink() and abs(sf.info(mixed).duration - 21) < 0.2
+    assert mutagen.File(mixed, easy=True)["genre"] == ["Death Metal"]  # tagger evaluate --from-tags reads it
     assert (tmp_path / "out" / "pkg-music__a_orch.ogg").resolve() == (pkg / "a" / "orch.ogg").resolve()
     items, name = source_items(str(tmp_path / "out" / "labels.csv"))
     assert name == "out"

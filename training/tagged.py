@@ -72,9 +72,10 @@ def collect(roots: list[Path], out: Path, log=print) -> list[dict]:
             guitar = p.with_name("guitar.ogg")
             if p.name == "song.ogg" and guitar.is_file():
                 if not dest.exists():
+                    # the song's own tags go with the mix (tagger evaluate --from-tags reads them)
                     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(p), "-i", str(guitar),
-                                    "-filter_complex", "amix=inputs=2:normalize=0", "-c:a", "libvorbis", "-q:a", "6",
-                                    str(dest)], check=True)
+                                    "-filter_complex", "amix=inputs=2:normalize=0", "-map_metadata", "0:s:0",
+                                    "-c:a", "libvorbis", "-q:a", "6", str(dest)], check=True)
             elif not dest.exists():
                 dest.symlink_to(p.resolve())
             rows.append({"path": name, "genre": genre, "group": group, "tag": tag})
