@@ -249,6 +249,7 @@ def test_the_plain_decider_is_the_pickled_one(tmp_path):
     pickled = joblib.load(src / "decider.joblib")
     plain = OpenSetModel(Card.read(src)).decider
     assert isinstance(plain.head, linear.Linear) and plain.labels == pickled.labels
+    pickled.mtt_windows = plain.mtt_windows  # the card's setting, applied to whichever is loaded
     rng = np.random.default_rng(7)
     for n in (1, 3, 5, 10):  # window rows as the networks give them: penultimate, then tag activations
         rows = np.concatenate([rng.normal(0, 1.5, (n, 200)), rng.uniform(0, 1, (n, 100))], axis=1).astype(np.float32)
@@ -315,3 +316,29 @@ def test_the_threshold_must_hold_on_artist_tagged_music():
     assert acceptable(s, gtzan, 0.8)
     assert acceptable({**s, "tagged": {"written": 10, "right": 9, "wrong": 1, "precision": 0.9}}, gtzan, 0.8)
     assert not acceptable({**s, "tagged": {"written": 15, "right": 12, "wrong": 3, "precision": 0.8}}, gtzan, 0.8)
+
+
+def test_later_windows_run_musicnn_msd_only_and_decide_the_same(model, gtzan):
+    """The card's ``mtt_windows`` (3): the decider reads musicnn-mtt's tags from the first three
+    windows heard only, so the windows heard after the first stage run musicnn-msd alone (their
+    MTT columns NaN), and the decision is the one every output of those windows gives."""
+    from tagger.audio import Clip
+
+    assert model.card.extra["mtt_windows"] == 3 and model.decider.mtt_windows == 3
+    clip = audio.load_clip(gtzan / "country" / "country.00002.mp3", n_windows=9)
+    rows = model.window_probs(clip)
+    later = model.later_window_probs(Clip(windows=clip.windows[3:], sr=clip.sr, info=clip.info))
+    assert np.isnan(later[:, 250:]).all() and not np.isnan(later[:, :250]).any()
+    np.testing.assert_allclose(later[:, :250], rows[3:, :250], rtol=0.05, atol=0.02)  # bfloat16, other batch
+    mixed = np.concatenate([rows[:3], later])
+    full, part = model.judged(rows), model.judged(mixed)
+    assert np.argmax(full[0]) == np.argmax(part[0]) and full[0].max() == pytest.approx(part[0].max(), abs=0.02)
+    # the setting is what makes the later MTT tags unread: with every window's, the evidence differs
+    dec = model.decider
+    try:
+        dec.mtt_windows = 0
+        every = dec.evidence(rows).tag_scores
+    finally:
+        dec.mtt_windows = 3
+    assert not np.allclose(every, dec.evidence(rows).tag_scores)
+    np.testing.assert_allclose(dec.evidence(rows).tag_scores, dec.evidence(mixed).tag_scores, atol=0.02)

@@ -5,6 +5,7 @@
     clip); writes ``runs/openset/report.json`` and the reliability diagram
 ``python -m training.openset train --out DIR``   fits on every clip and writes the artifact
 ``python -m training.openset bf16``   the shipped decider on float32 vs bfloat16 network outputs
+``python -m training.openset mttwindows``   the shipped decider reading musicnn-mtt from the first windows only
 ``python -m training.openset check``   the shipped decider on music its artists tagged (``training.tagged``)
 ``python -m training.openset giveup``   the shipped decider's give-up: hearing stops once no candidate can
     reach the threshold
@@ -109,7 +110,7 @@ def episodes(rows: list[np.ndarray], y: list[str], groups: list[str], folds, fir
             heard: list[int] = []
             for k, stage in enumerate(stages(len(rows[i]), first, step)):
                 heard += stage
-                for g, x in dec.candidates(dec.evidence(rows[i][sorted(heard)])):
+                for g, x in dec.candidates(dec.evidence(rows[i][heard])):  # in hearing order
                     out.append({"clip": int(i), "kind": kind, "held": held, "stage": k, "genre": g, "x": x,
                                 "right": g == y[i], "true": y[i]})
 
@@ -143,7 +144,7 @@ def tagged_episodes(rows: list[np.ndarray], y: list[str], name: str = TAGGED, fi
         heard_: list[int] = []
         for k, stage in enumerate(stages(len(r), first, step)):
             heard_ += stage
-            for g, x in dec.candidates(dec.evidence(r[sorted(heard_)])):
+            for g, x in dec.candidates(dec.evidence(r[heard_])):
                 out.append({"clip": i, "kind": "tagged", "held": groups[i], "group": groups[i], "stage": k,
                             "genre": g, "x": x, "right": g == ty[i], "true": ty[i]})
     return out
@@ -493,16 +494,16 @@ def labelled_check(decider: OpenSetDecider, threshold: float, stop: float, name:
 def heard(decider: OpenSetDecider, rows: np.ndarray, stop: float, give_up: float = 0.0) -> tuple[np.ndarray, list[int]]:
     """The decider's probabilities for one track's window rows as progressive hearing leaves them
     (3 windows, then 2 at a time, until the answer reaches ``stop`` or no candidate reaches
-    ``give_up``), and the windows heard."""
+    ``give_up``), and the windows heard, in the order heard."""
     from tagger.models.progressive import stages
 
     idx: list[int] = []
     for stage in stages(len(rows), 3, 2):
         idx += stage
-        p, chance = decider.judged(rows[sorted(idx)])
+        p, chance = decider.judged(rows[idx])  # in hearing order, as a worker's rows are
         if p.max() >= stop or chance < give_up:
             break
-    return p, sorted(idx)
+    return p, idx
 
 
 def nested_tagged(dec: list[dict], t: float) -> dict:
@@ -616,17 +617,75 @@ def print_labelled(check: dict) -> None:
                   f"among candidates {c['among_candidates']:3d} {c['wrote']}")
 
 
+def shipped_decider(model: Path, card: dict) -> OpenSetDecider:
+    """A model folder's decider as a worker runs it (the card's ``mtt_windows``)."""
+    import joblib
+
+    dec = joblib.load(Path(model) / "decider.joblib")
+    dec.mtt_windows = int(card.get("mtt_windows", 0))
+    return dec
+
+
+def cmd_mtt_windows(args) -> int:
+    """The shipped decider reading musicnn-mtt's tags from the first K windows heard only (a
+    worker then runs one network, not two, on every later window), against every window:
+    the same tag written or withheld, and the windows each network runs on."""
+    import datetime
+
+    model = Path(args.model)
+    card_path = model / "card.json"
+    card = json.loads(card_path.read_text())
+    t, stop, give_up = card["threshold"], card["early_stop"], card.get("give_up", 0.0)
+    dec = shipped_decider(model, {})
+    out: dict = {}
+    for name in ("gtzan", "debian", TAGGED):
+        try:
+            data = load(name)
+        except SystemExit:
+            continue
+        rows = track_rows(data)
+        truth = [str(g) for g in data["genres"]]
+
+        def written(p):
+            return dec.labels[int(np.argmax(p))] if p.max() >= t else None
+
+        dec.mtt_windows = 0
+        base = [heard(dec, r, stop, give_up) for r in rows]
+        dec.mtt_windows = args.windows
+        alt = [heard(dec, r, stop, give_up) for r in rows]
+        a, b = [written(p) for p, _ in base], [written(p) for p, _ in alt]
+        out[name] = {"tracks": len(rows), "same_written_or_not_and_genre": sum(x == y for x, y in zip(a, b)),
+                     "written": [sum(x is not None for x in a), sum(x is not None for x in b)],
+                     "windows_per_track": [round(float(np.mean([len(w) for _, w in base])), 2),
+                                           round(float(np.mean([len(w) for _, w in alt])), 2)],
+                     "mtt_windows_per_track": round(float(np.mean([min(len(w), args.windows) for _, w in alt])), 2),
+                     "changed": [{"track": str(i), "every_window": x, f"first_{args.windows}": y}
+                                 for i, x, y in zip(data["ids"], a, b) if x != y]}
+        if any(truth):
+            out[name]["right"] = [sum(x == g for x, g in zip(a, truth)), sum(y == g for y, g in zip(b, truth))]
+    print(json.dumps(out, indent=1))
+    if args.write:
+        card["mtt_windows"] = args.windows
+        card["mtt_windows_check"] = {
+            "checked": datetime.date.today().isoformat(),
+            "command": f"python -m training.openset mttwindows --windows {args.windows} --write",
+            "what": "the shipped decider heard as a scan hears (threshold, early stop, give-up of this card) with "
+                    "musicnn-mtt's tags read from every window heard and from the first ones only",
+            **out}
+        card_path.write_text(json.dumps(card, indent=1) + "\n")
+        print(f"recorded in {card_path}")
+    return 0
+
+
 def cmd_check(args) -> int:
     """The shipped decider, as its card sets it, on the artist-tagged collection (and the
     unlabelled one): the figures of music by artists no data set here holds."""
     import datetime
 
-    import joblib
-
     model = Path(args.model)
     card_path = model / "card.json"
     card = json.loads(card_path.read_text())
-    dec = joblib.load(model / "decider.joblib")
+    dec = shipped_decider(model, card)
     t, stop, give_up = card["threshold"], card["early_stop"], card.get("give_up", 0.0)
     check = labelled_check(dec, t, stop, args.collection, give_up)
     if not check:
@@ -650,10 +709,8 @@ def cmd_check(args) -> int:
 def cmd_bf16(args) -> int:
     """The shipped decider on the same windows computed in float32 and in bfloat16 (inference's
     ``precision = auto`` on a CPU with native bfloat16): same genre, same written-or-not?"""
-    import joblib
-
-    dec = joblib.load(Path(args.model) / "decider.joblib")
     card = json.loads((Path(args.model) / "card.json").read_text())
+    dec = shipped_decider(Path(args.model), card)
     stop, give_up = card["early_stop"], card.get("give_up", 0.0)
     out = {}
     for name in ("gtzan", "debian"):
@@ -695,8 +752,6 @@ def cmd_give_up(args) -> int:
     """Choose the shipped decider's give-up on the nested GTZAN episodes at its card's threshold
     and early stop (``choose_give_up``), then replay the shipped decider on the unlabelled
     collection with and without it: windows heard, and the tags written that it changes."""
-    import joblib
-
     model = Path(args.model)
     card_path = model / "card.json"
     card = json.loads(card_path.read_text())
@@ -704,7 +759,7 @@ def cmd_give_up(args) -> int:
     _, _, _, _, eps, probs = nested_gtzan()
     give_up, sweep = choose_give_up(eps, probs, t, stop)
     check = {"chosen": give_up, "nested_gtzan": sweep}
-    dec = joblib.load(model / "decider.joblib")
+    dec = shipped_decider(model, card)
     try:
         unl = track_rows(load(args.collection))
     except SystemExit:
@@ -753,11 +808,16 @@ def main(argv: list[str] | None = None) -> int:
     ck.add_argument("--model", default=str(ROOT / "tagger" / "models" / "artifacts" / "gtzan-musicnn-openset"))
     ck.add_argument("--collection", default="tagged", help="the labelled collection (training.openset_embed --name)")
     ck.add_argument("--write", action="store_true", help="record the figures in the card")
+    mw = sub.add_parser("mttwindows", help="the shipped decider with musicnn-mtt on the first windows only")
+    mw.add_argument("--model", default=str(ROOT / "tagger" / "models" / "artifacts" / "gtzan-musicnn-openset"))
+    mw.add_argument("--windows", type=int, default=3, help="the first windows heard whose MTT tags are read")
+    mw.add_argument("--write", action="store_true", help="record the choice and its check in the card")
     pl = sub.add_parser("plain", help="write a model folder's decider.joblib again as decider.npz (what workers load)")
     pl.add_argument("--model", default=str(ROOT / "tagger" / "models" / "artifacts" / "gtzan-musicnn-openset"))
     args = ap.parse_args(argv)
     return {"cv": cmd_cv, "train": cmd_train, "bf16": cmd_bf16, "plain": cmd_plain,
-            "giveup": cmd_give_up, "check": cmd_check}[args.cmd](args)
+            "giveup": cmd_give_up, "check": cmd_check,
+            "mttwindows": cmd_mtt_windows}[args.cmd](args)
 
 
 def cmd_plain(args) -> int:

@@ -101,6 +101,12 @@ class Model:
         heard whole; see ``tagger.models.progressive``)."""
         return None
 
+    def later_window_probs(self, clip: Clip) -> np.ndarray | None:
+        """``window_probs`` of windows heard after the first stage. A model whose decision reads
+        some of its outputs from the first windows heard only may leave them out here (NaN)
+        and save their cost; by default the same as ``window_probs``."""
+        return self.window_probs(clip)
+
     def from_windows(self, rows: np.ndarray) -> np.ndarray:
         """The track's probabilities from the ``window_probs`` rows of the windows heard."""
         mean = np.asarray(rows, dtype=np.float64).mean(axis=0)

@@ -149,6 +149,9 @@ class OpenSetDecider:
     tag_head: str = "musicnn-open"
     #: below this, nothing is written and the head's candidate is named first
     threshold: float = 0.0
+    #: the MagnaTagATune tags are read from the first this many windows heard only (0: every
+    #: window); the card sets it (``mtt_windows``), and a worker then skips musicnn-mtt on the rest
+    mtt_windows: int = 0
 
     @property
     def tags(self) -> genres.GenreHead:
@@ -160,11 +163,15 @@ class OpenSetDecider:
         return tuple(sorted(set(self.head_labels) | set(self.tags.genres)))
 
     def evidence(self, rows: np.ndarray) -> Evidence:
+        """What both sources say of a track's window rows, in the order they were heard (the
+        MagnaTagATune tags of windows past ``mtt_windows`` are not read: NaN there is fine)."""
         pen, msd, mtt = split_outputs(rows)
+        if self.mtt_windows:
+            mtt = mtt[:self.mtt_windows]
         raw = self.head.predict_proba(pen)
         per_window = np.zeros((len(pen), len(self.head_labels)))
         per_window[:, [int(c) for c in self.head.classes_]] = raw
-        acts = np.concatenate([msd, mtt], axis=1).mean(axis=0)
+        acts = np.concatenate([msd.mean(axis=0), np.nanmean(mtt, axis=0)])
         m = pen.mean(axis=0)
         d = self.familiarity.distances(m)
         per_genre = np.array([self.familiarity.novelty(m, k, d) for k in range(len(self.head_labels))])
@@ -312,6 +319,7 @@ class OpenSetModel(Model):
         self.decider: OpenSetDecider = self._load_decider()
         if tuple(self.decider.labels) != tuple(card.labels):
             raise ValueError(f"{card.name}: card labels do not match the decider's {self.decider.labels}")
+        self.decider.mtt_windows = int(card.extra.get("mtt_windows", 0))
         #: "litert" or "keras": what runs the networks in this process
         self.runtime = "keras"
         self._runner = self._load_litert()
@@ -388,6 +396,20 @@ class OpenSetModel(Model):
         rows = self.window_rows(np.concatenate(per))
         bounds = np.cumsum([0] + [len(p) for p in per])
         return np.stack([rows[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+
+    def later_window_probs(self, clip: Clip) -> np.ndarray:
+        """``window_probs`` of windows heard after the first stage: where the decider reads the
+        MagnaTagATune tags of the first windows only (``mtt_windows``), musicnn-mtt is not run
+        on these (its columns NaN) and a window costs one network instead of two. The LiteRT
+        export runs both networks as one: it computes them, and the decider leaves them unread."""
+        if self._runner is not None or not self.decider.mtt_windows:
+            return self.window_probs(clip)
+        per = [musicnn_window_patches(w, clip.sr) for w in clip.windows]
+        a = self.msd.patch_embeddings(np.concatenate(per))
+        rows = np.concatenate([a["penultimate"], a["tags"], np.full((len(a["tags"]), MTT), np.nan, np.float32)],
+                              axis=1)
+        bounds = np.cumsum([0] + [len(p) for p in per])
+        return np.stack([rows[a_:b].mean(axis=0) for a_, b in zip(bounds[:-1], bounds[1:])])
 
     def from_windows(self, rows: np.ndarray) -> np.ndarray:
         return self.decider.decide(rows)
