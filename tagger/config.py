@@ -65,9 +65,10 @@ class Settings:
     give_up: float = Hearing.give_up
     #: musicnn's arithmetic: auto (bfloat16 where the CPU has it in hardware), float32, bfloat16
     precision: str = "auto"
-    #: keras (TensorFlow: faster per window here), litert (the default model's LiteRT export: a worker
-    #: starts without TensorFlow, in less time and memory) or auto: litert for the workers of a scan
-    #: small enough that start-up outweighs the slower windows, else keras (processes.runtime_for)
+    #: keras (TensorFlow: faster per window on a CPU with AVX-512), litert (the default model's LiteRT
+    #: export: a worker starts without TensorFlow, in less time and memory) or auto: on a CPU with
+    #: AVX-512, litert for the workers of a scan small enough that start-up outweighs the slower
+    #: windows, else keras; on one without, litert everywhere (processes.runtime_for)
     runtime: str = "auto"
     #: extra directories searched for model cards before the shipped ones
     model_dirs: tuple[str, ...] = ()

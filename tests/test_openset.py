@@ -200,6 +200,23 @@ def test_with_runtime_litert_the_default_runs_its_export_and_agrees_with_keras(m
         assert np.argmax(fast.from_windows(rows)) == np.argmax(model.from_windows(ref))
 
 
+def test_with_runtime_litert_later_windows_run_the_export_of_musicnn_msd_alone(gtzan, litert_runtime):
+    """Past the card's mtt_windows, a LiteRT worker runs the card's musicnn-msd export
+    (runtimes.litert.later): the numbers of the combined export, MTT's columns left out (NaN)."""
+    from tagger.audio import Clip
+    from tagger.models.openset import OpenSetModel
+
+    fast = OpenSetModel(registry.find(DEFAULT))
+    assert fast.runtime == "litert" and fast._later_runner is not None and fast.decider.mtt_windows == 3
+    clip = audio.load_clip(gtzan / "metal" / "metal.00003.mp3", n_windows=5)
+    rows = fast.window_probs(clip)
+    later = fast.later_window_probs(Clip(windows=clip.windows[3:], sr=clip.sr, info=clip.info))
+    assert later.shape == (2, 300) and np.isnan(later[:, 250:]).all()
+    np.testing.assert_allclose(later[:, :250], rows[3:, :250], rtol=0, atol=1e-4)  # one subgraph, float32
+    mixed = np.concatenate([rows[:3], later])
+    np.testing.assert_allclose(fast.from_windows(mixed), fast.from_windows(rows), atol=1e-6)  # MTT read from 3
+
+
 def test_an_export_of_other_weights_is_not_used(tmp_path, litert_runtime):
     """A retrained or replaced musicnn makes the recorded export stale: Keras runs instead."""
     from tagger.models.base import Card

@@ -32,6 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 ART = ROOT / "tagger" / "models" / "artifacts" / "gtzan-musicnn-openset"
 OUT_NAME = "frontend.tflite"
+#: musicnn-msd alone, for the windows heard after the card's ``mtt_windows`` (``--later``)
+LATER_NAME = "frontend-msd.tflite"
 
 
 def combined_model():
@@ -48,6 +50,74 @@ def combined_model():
     b = keras.Model(mtt.input, mtt.get_layer("tags").output)(inp)
     out = keras.layers.Concatenate(axis=-1, name="rows")([a[0], a[1], b])
     return keras.Model(inp, out, name="openset-frontend")
+
+
+def msd_model():
+    """musicnn-msd alone: patches ``(n, 187, 96)`` → ``(n, 250)``, the first 250 numbers of a row
+    (penultimate, tags): what ``OpenSetModel.later_window_probs`` needs past ``mtt_windows``."""
+    import keras
+
+    from tagger.models import registry
+    from tagger.models.pretrained import MusicnnModel
+
+    msd = MusicnnModel(registry.find("musicnn-msd"), bfloat16_verified=False).network
+    inp = keras.Input(shape=msd.input.shape[1:], name="patches")
+    a = keras.Model(msd.input, [msd.get_layer("penultimate").output, msd.get_layer("tags").output])(inp)
+    out = keras.layers.Concatenate(axis=-1, name="rows")([a[0], a[1]])
+    return keras.Model(inp, out, name="openset-frontend-msd")
+
+
+def later_export(art: Path, batch: int, clips: int, argv: list[str]) -> dict:
+    """Write ``LATER_NAME`` beside the combined export and check it against it on the windows a
+    scan hears of the first ``clips`` shared GTZAN clips of each genre: the same 250 numbers
+    (the same subgraph, so to float rounding), and the time of each per patch, interleaved."""
+    from tagger.models import litert
+    from training import datasets
+    from training.card import write_card
+    from training.export import convert, holds_weights
+    from training.openset_embed import track_windows
+
+    doc = json.loads((art / "card.json").read_text(encoding="utf-8"))
+    export = doc["runtimes"]["litert"]
+    if int(export.get("batch", 1)) != batch:
+        raise SystemExit(f"the combined export takes batches of {export.get('batch')}, not {batch}")
+    model = msd_model()
+    flat = convert(model, batch, False)
+    if not holds_weights(len(flat), int(model.count_params()), False):
+        raise SystemExit(f"musicnn-msd export is {len(flat)} bytes: weights lost")
+    (art / LATER_NAME).write_bytes(flat)
+    both, msd = litert.Runner(art / export["file"], threads=1), litert.Runner(art / LATER_NAME, threads=1)
+    per_genre: dict[str, int] = {}
+    items = []
+    for it in datasets.gtzan(ROOT.parent / "shared" / "datasets" / "gtzan"):
+        if per_genre.get(it.genre, 0) < clips:
+            per_genre[it.genre] = per_genre.get(it.genre, 0) + 1
+            items.append(it)
+    worst, t_both, t_msd, n = 0.0, 0.0, 0.0, 0
+    for it in items:
+        x = track_windows(Path(it.path))
+        t = time.perf_counter()
+        a = both(x)
+        t_both += time.perf_counter() - t
+        t = time.perf_counter()
+        b = msd(x)
+        t_msd += time.perf_counter() - t
+        worst = max(worst, float(np.abs(a[:, :250] - b).max()))
+        n += len(x)
+    entry = {"file": LATER_NAME, "size_bytes": len(flat), "outputs": "the first 250 of a row: musicnn-msd's "
+             "penultimate layer and tags", "used": "on the windows heard after the card's mtt_windows",
+             "check": {"clips": len(items), "patches": n, "max_abs_diff_from_the_combined_export": round(worst, 7),
+                       "ms_per_patch": round(1000 * t_msd / n, 2),
+                       "combined_export_ms_per_patch": round(1000 * t_both / n, 2),
+                       "timing": f"one thread, interleaved per clip, load average {os.getloadavg()[0]:.1f}",
+                       "command": "python -m training.openset_export " + " ".join(shlex.quote(a) for a in argv)}}
+    if worst > 1e-3:
+        (art / LATER_NAME).unlink()
+        raise SystemExit(f"the musicnn-msd export differs from the combined one by {worst}: not shipped")
+    export["later"] = entry
+    write_card(art, **doc)
+    print(json.dumps(entry, indent=1))
+    return entry
 
 
 def collections() -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
@@ -109,7 +179,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=1,
                     help="the export's fixed batch (default 1: progressive hearing asks 3, then 2 patches)")
     ap.add_argument("--model", default=str(ART), help="the open-set model's folder")
+    ap.add_argument("--later", action="store_true",
+                    help=f"only write {LATER_NAME} (musicnn-msd alone, for windows past the card's mtt_windows) "
+                         "and check it against the combined export")
+    ap.add_argument("--clips", type=int, default=10, help="GTZAN clips per genre for --later's check")
     args = ap.parse_args(argv)
+    argv_ = list(argv if argv is not None else sys.argv[1:])
+    if args.later:
+        from tagger.models import runtime
+
+        runtime.set_threads(1)
+        return later_export(Path(args.model), args.batch, args.clips, argv_)
 
     import joblib
 

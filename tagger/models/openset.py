@@ -323,8 +323,17 @@ class OpenSetModel(Model):
         #: "litert" or "keras": what runs the networks in this process
         self.runtime = "keras"
         self._runner = self._load_litert()
+        #: musicnn-msd alone in LiteRT, for the windows past ``mtt_windows`` (None: not exported)
+        self._later_runner = None
         if self._runner is not None:
             self.runtime = "litert"
+            later = (card.extra["runtimes"]["litert"].get("later") or {}).get("file")
+            if later:
+                from tagger.models import litert
+
+                f = card.features
+                self._later_runner = litert.load(card.directory / later, card.name,
+                                                 (int(f["patch_frames"]), int(f["n_mels"])), "musicnn patches")
             return
         from tagger.models.transfer import MusicnnFrontEnd
 
@@ -397,19 +406,28 @@ class OpenSetModel(Model):
         bounds = np.cumsum([0] + [len(p) for p in per])
         return np.stack([rows[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
 
+    def msd_rows(self, patches: np.ndarray) -> np.ndarray | None:
+        """``(n, 250)``: musicnn-msd's penultimate layer and tags alone, or None where nothing
+        runs that network alone (a LiteRT export without its musicnn-msd part)."""
+        if self._runner is not None:
+            return None if self._later_runner is None else self._later_runner(patches)
+        a = self.msd.patch_embeddings(patches)
+        return np.concatenate([a["penultimate"], a["tags"]], axis=1)
+
     def later_window_probs(self, clip: Clip) -> np.ndarray:
         """``window_probs`` of windows heard after the first stage: where the decider reads the
         MagnaTagATune tags of the first windows only (``mtt_windows``), musicnn-mtt is not run
-        on these (its columns NaN) and a window costs one network instead of two. The LiteRT
-        export runs both networks as one: it computes them, and the decider leaves them unread."""
-        if self._runner is not None or not self.decider.mtt_windows:
+        on these (its columns NaN) and a window costs one network instead of two: Keras's
+        musicnn-msd, or the card's LiteRT export of it alone (``runtimes.litert.later``)."""
+        if not self.decider.mtt_windows:
             return self.window_probs(clip)
         per = [musicnn_window_patches(w, clip.sr) for w in clip.windows]
-        a = self.msd.patch_embeddings(np.concatenate(per))
-        rows = np.concatenate([a["penultimate"], a["tags"], np.full((len(a["tags"]), MTT), np.nan, np.float32)],
-                              axis=1)
+        msd = self.msd_rows(np.concatenate(per))
+        if msd is None:
+            return self.window_probs(clip)
+        rows = np.concatenate([msd, np.full((len(msd), MTT), np.nan, np.float32)], axis=1)
         bounds = np.cumsum([0] + [len(p) for p in per])
-        return np.stack([rows[a_:b].mean(axis=0) for a_, b in zip(bounds[:-1], bounds[1:])])
+        return np.stack([rows[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
 
     def from_windows(self, rows: np.ndarray) -> np.ndarray:
         return self.decider.decide(rows)

@@ -21,22 +21,38 @@ from tagger.config import Settings, mask_url
 
 log = logging.getLogger("tagger.worker")
 
-#: with ``runtime = auto``, the workers of a scan that queues at most this many files each run the
-#: default model in LiteRT: a worker starts in ≈ 1.3 s instead of ≈ 8.7 s with TensorFlow, and
-#: hears a window in ≈ 1.8 times the time (85 against 47 ms for both networks, one thread each,
-#: 2026-12-07), so below ≈ 40 unfamiliar tracks (7.5 windows each) or ≈ 85 familiar ones (3.3) a
-#: worker is done sooner in LiteRT; README, Throughput
+#: with ``runtime = auto``, on a CPU with AVX-512, the workers of a scan that
+#: queues at most this many files each run the default model in LiteRT: a worker starts in ≈ 1.3 s
+#: instead of ≈ 8.7 s with TensorFlow, and hears a window in ≈ 1.8 times the time (85 against 47 ms
+#: for both networks, one thread each, 2026-12-07), so below ≈ 40 unfamiliar tracks (7.5 windows
+#: each) or ≈ 85 familiar ones (3.3) a worker is done sooner in LiteRT; README, Throughput.
+#: Elsewhere LiteRT is the faster of the two and runs every scan (``runtime.litert_outruns_keras``)
 LITERT_FILES_PER_WORKER = 30
 
 
 def runtime_for(setting: str, expected: Optional[int], processes: int) -> str:
-    """The runtime a scan's workers use: ``setting`` unless it is auto; then litert when the scan
-    is known to queue at most ``LITERT_FILES_PER_WORKER`` files per worker (``expected``; None:
-    not known, as when discovery is still walking a large tree), else keras."""
+    """The runtime a scan's workers use: ``setting`` unless it is auto; then litert where it
+    outruns Keras on this CPU, or when the scan is known to queue at most
+    ``LITERT_FILES_PER_WORKER`` files per worker (``expected``; None: not known, as when discovery
+    is still walking a large tree); else keras."""
+    from tagger.models import runtime
+
     if setting != "auto":
         return setting
+    if runtime.litert_outruns_keras():
+        return "litert"
     small = expected is not None and expected <= LITERT_FILES_PER_WORKER * max(1, processes)
     return "litert" if small else "keras"
+
+
+def waits_for_size(settings: Settings, processes: int) -> int:
+    """How many files a scan may queue for its workers still to run otherwise (``runtime_for``):
+    they wait for discovery to learn its size only where the answer could change the runtime."""
+    from tagger.models import runtime
+
+    if settings.runtime != "auto" or runtime.litert_outruns_keras():
+        return 0
+    return LITERT_FILES_PER_WORKER * max(1, processes)
 
 
 def run(settings: Settings, threads: int = 1, queues: Optional[list[str]] = None,
@@ -153,9 +169,9 @@ class ProcessGroup:
         self.procs: list[subprocess.Popen] = []
         self.log_path = settings.data_dir / "worker.log"
         #: what runs the networks in the children (``runtime_for``), decided when the group starts
+        self.size_up_to = waits_for_size(settings, self.n)
         self.runtime = runtime_for(settings.runtime, None, self.n)
-        #: a scan of at most this many files runs its workers otherwise (``scan.discover_and_queue``)
-        self.size_up_to = LITERT_FILES_PER_WORKER * self.n if settings.runtime == "auto" else 0
+        #: (above) a scan of at most this many files runs its workers otherwise (``scan.discover_and_queue``)
 
     def _spawn(self) -> subprocess.Popen:
         env = dict(os.environ)
