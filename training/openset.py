@@ -630,8 +630,6 @@ def cmd_mtt_windows(args) -> int:
     """The shipped decider reading musicnn-mtt's tags from the first K windows heard only (a
     worker then runs one network, not two, on every later window), against every window:
     the same tag written or withheld, and the windows each network runs on."""
-    import datetime
-
     model = Path(args.model)
     card_path = model / "card.json"
     card = json.loads(card_path.read_text())
@@ -666,22 +664,26 @@ def cmd_mtt_windows(args) -> int:
     print(json.dumps(out, indent=1))
     if args.write:
         card["mtt_windows"] = args.windows
-        card["mtt_windows_check"] = {
-            "checked": datetime.date.today().isoformat(),
-            "command": f"python -m training.openset mttwindows --windows {args.windows} --write",
-            "what": "the shipped decider heard as a scan hears (threshold, early stop, give-up of this card) with "
-                    "musicnn-mtt's tags read from every window heard and from the first ones only",
-            **out}
-        card_path.write_text(json.dumps(card, indent=1) + "\n")
-        print(f"recorded in {card_path}")
+        record_check(card_path, card, "mtt_windows_check",
+                     command=f"python -m training.openset mttwindows --windows {args.windows} --write",
+                     what="the shipped decider heard as a scan hears (threshold, early stop, give-up of this card) "
+                          "with musicnn-mtt's tags read from every window heard and from the first ones only",
+                     **out)
     return 0
+
+
+def record_check(card_path: Path, card: dict, key: str, **figures) -> None:
+    """Write ``figures`` into the card under ``key``, dated today."""
+    import datetime
+
+    card[key] = {"checked": datetime.date.today().isoformat(), **figures}
+    card_path.write_text(json.dumps(card, indent=1) + "\n")
+    print(f"recorded in {card_path}")
 
 
 def cmd_check(args) -> int:
     """The shipped decider, as its card sets it, on the artist-tagged collection (and the
     unlabelled one): the figures of music by artists no data set here holds."""
-    import datetime
-
     model = Path(args.model)
     card_path = model / "card.json"
     card = json.loads(card_path.read_text())
@@ -693,16 +695,14 @@ def cmd_check(args) -> int:
                          "python -m training.openset_embed FOLDER/labels.csv --name tagged first")
     print_labelled(check)
     if args.write:
-        card["artist_tagged_check"] = {
-            "checked": datetime.date.today().isoformat(),
-            "data": "music whose composers tagged it with a genre, in Debian packages of games (training/tagged.py); "
-                    "the tag mapped to the taxonomy by whole words (63 files of 12 packages, 22 artists, 2026-12-07); "
-                    "the shipped decider was not fitted on them",
-            "command": "python -m training.tagged UNPACKED_PACKAGES/* --out DIR && python -m training.openset_embed "
-                       "DIR/labels.csv --name tagged && python -m training.openset check --write",
-            **{k: v for k, v in check.items() if k != "track_list"}}
-        card_path.write_text(json.dumps(card, indent=1) + "\n")
-        print(f"recorded in {card_path}")
+        record_check(card_path, card, "artist_tagged_check",
+                     data="music whose composers tagged it with a genre, in Debian packages of games "
+                          "(training/tagged.py); the tag mapped to the taxonomy by whole words (63 files of 12 "
+                          "packages, 22 artists, 2026-12-07); the shipped decider was not fitted on them",
+                     command="python -m training.tagged UNPACKED_PACKAGES/* --out DIR && python -m "
+                             "training.openset_embed DIR/labels.csv --name tagged && python -m training.openset "
+                             "check --write",
+                     **{k: v for k, v in check.items() if k != "track_list"})
     return 0
 
 
