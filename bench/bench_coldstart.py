@@ -1,4 +1,4 @@
-"""Cold start of a worker process with the default chain (or another): LiteRT export vs Keras.
+"""Cold start of a worker process with the default chain (or another): its exports vs Keras.
 
 Each run is a fresh ``python -c`` that imports the pipeline, loads the default
 chain and predicts one real file (as a worker's first job does, without the
@@ -6,7 +6,7 @@ database), then reports its wall time, the time to the first prediction
 inside the process, and its peak RSS. The Keras runs use a copy of the
 artifact without its ``.tflite`` (found first through ``TAGGER_MODEL_DIRS``),
 which is exactly what an install without the export runs. For the open-set
-default (whose export the ``runtime`` setting chooses) the two runs differ in
+default (whose export the ``runtime`` setting chooses) the runs (onnx, litert, keras) differ in
 ``TAGGER_RUNTIME`` only.
 
     python bench/bench_coldstart.py [--repeats 3] [--file some.mp3] [--chain A,B]
@@ -77,7 +77,7 @@ def main() -> None:
     base.update(TAGGER_MODEL=chain, TAGGER_CONFIG=os.devnull)
     with tempfile.TemporaryDirectory() as tmp:
         if registry.find(name).kind == "musicnn_openset":
-            setups = {"litert": {**base, "TAGGER_RUNTIME": "litert"}, "keras": {**base, "TAGGER_RUNTIME": "keras"}}
+            setups = {kind: {**base, "TAGGER_RUNTIME": kind} for kind in ("onnx", "litert", "keras")}
         else:
             keras_dir = Path(tmp) / "keras-only"
             shutil.copytree(registry.ARTIFACTS / name, keras_dir / name, ignore=shutil.ignore_patterns("*.tflite"))

@@ -28,7 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--music", type=Path, required=True, help="a folder of real music (any format tagger reads)")
     ap.add_argument("--tracks", type=int, default=20, help="tracks heard (spread over the folder's files)")
-    ap.add_argument("--runtime", default="litert", choices=("litert", "keras"))
+    ap.add_argument("--runtime", default="onnx", choices=("onnx", "litert", "keras"))
     args = ap.parse_args()
 
     from tagger import formats

@@ -269,9 +269,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tree", type=int, default=10_000, help="files in the synthetic re-scan tree")
     ap.add_argument("--model", default="", help="model (default: the default chain's first)")
-    ap.add_argument("--runtime", default="keras", choices=("keras", "litert"),
+    ap.add_argument("--runtime", default="keras", choices=("keras", "litert", "onnx"),
                     help="what runs the networks in the scans' workers, as in the bound (default keras: the "
-                         "runtime = auto default would run a corpus of 60 tracks or fewer in LiteRT)")
+                         "runtime = auto default would run a corpus of 60 tracks or fewer in LiteRT, and every "
+                         "corpus in ONNX Runtime on a CPU without AVX-512)")
     ap.add_argument("--windows", type=int, default=10, help="windows planned per track (tagger scan --windows)")
     ap.add_argument("--first-windows", type=int, default=None, help="windows heard first (tagger scan --first-windows)")
     ap.add_argument("--window-step", type=int, default=None, help="windows heard at a time after the first "

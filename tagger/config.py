@@ -36,7 +36,7 @@ _AT_LEAST = {"workers": 0, "max_retries": 0, "job_time_limit": 1, "max_upload_mb
 #: values of the precision setting (see tagger.models.runtime.compute_dtype)
 PRECISIONS = ("auto", "float32", "bfloat16")
 #: values of the runtime setting: what runs a network that has a LiteRT export besides Keras
-RUNTIMES = ("auto", "keras", "litert")
+RUNTIMES = ("auto", "keras", "litert", "onnx")
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,11 @@ class Settings:
     give_up: float = Hearing.give_up
     #: musicnn's arithmetic: auto (bfloat16 where the CPU has it in hardware), float32, bfloat16
     precision: str = "auto"
-    #: keras (TensorFlow: faster per window on a CPU with AVX-512), litert (the default model's LiteRT
-    #: export: a worker starts without TensorFlow, in less time and memory) or auto: on a CPU with
-    #: AVX-512, litert for the workers of a scan small enough that start-up outweighs the slower
-    #: windows, else keras; on one without, litert everywhere (processes.runtime_for)
+    #: keras (TensorFlow: faster per window on a CPU with AVX-512), litert or onnx (the default
+    #: model's LiteRT or ONNX Runtime export: a worker starts without TensorFlow, in less time and
+    #: memory) or auto: on a CPU with AVX-512, litert for the workers of a scan small enough that
+    #: start-up outweighs the slower windows, else keras; on one without, onnx everywhere
+    #: (processes.runtime_for)
     runtime: str = "auto"
     #: extra directories searched for model cards before the shipped ones
     model_dirs: tuple[str, ...] = ()

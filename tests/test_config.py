@@ -257,8 +257,9 @@ def test_passwords_in_urls_are_masked(url, shown):
     assert config.mask_url(url) == shown
 
 
-def test_runtime_is_auto_keras_or_litert(tmp_path):
+def test_runtime_is_auto_keras_litert_or_onnx(tmp_path):
     assert config.load({}, environ={}, config_file=tmp_path / "none.toml").runtime == "auto"
     assert config.load({}, environ={"TAGGER_RUNTIME": "litert"}, config_file=tmp_path / "none.toml").runtime == "litert"
-    with pytest.raises(config.ConfigError, match="runtime must be auto, keras or litert"):
-        config.load({}, environ={"TAGGER_RUNTIME": "onnx"}, config_file=tmp_path / "none.toml")
+    assert config.load({}, environ={"TAGGER_RUNTIME": "onnx"}, config_file=tmp_path / "none.toml").runtime == "onnx"
+    with pytest.raises(config.ConfigError, match="runtime must be auto, keras, litert or onnx"):
+        config.load({}, environ={"TAGGER_RUNTIME": "tflite"}, config_file=tmp_path / "none.toml")

@@ -159,10 +159,13 @@ def test_a_small_scan_runs_its_workers_in_litert_unless_told_otherwise(default_s
     for name in ("jazz.00002.mp3", "jazz.00003.mp3"):
         (lib / name).write_bytes((gtzan / "jazz" / name).read_bytes())
     log = default_settings.data_dir / "worker.log"
+    from tagger.models import runtime
+
+    light = "onnx" if runtime.litert_outruns_keras() else "litert"  # on a CPU without AVX-512, every scan
     run = run_cli(default_settings, "scan", str(lib), "--json", "--dry-run")
     assert run.returncode == 0, run.stderr
     warmed = [line for line in log.read_text().splitlines() if "warmed up" in line]
-    assert len(warmed) == default_settings.worker_count and all(f"{DEFAULT} (litert)" in w for w in warmed), warmed
+    assert len(warmed) == default_settings.worker_count and all(f"{DEFAULT} ({light})" in w for w in warmed), warmed
     small = {f["path"]: f["predicted"] for f in json.loads(run.stdout)["files"]}
 
     log.unlink()
@@ -217,8 +220,36 @@ def test_with_runtime_litert_later_windows_run_the_export_of_musicnn_msd_alone(g
     np.testing.assert_allclose(fast.from_windows(mixed), fast.from_windows(rows), atol=1e-6)  # MTT read from 3
 
 
-def test_an_export_of_other_weights_is_not_used(tmp_path, litert_runtime):
+def test_with_runtime_onnx_the_default_runs_each_network_in_onnx_runtime(gtzan):
+    """The shipped ONNX export (each network its own file) gives the LiteRT export's numbers and the
+    same answer, and past mtt_windows runs musicnn-msd alone."""
+    from tagger.audio import Clip
+    from tagger.models import runtime
+    from tagger.models.openset import OpenSetModel
+
+    try:
+        runtime.set_runtime("litert")
+        lite = OpenSetModel(registry.find(DEFAULT))
+        runtime.set_runtime("onnx")
+        fast = OpenSetModel(registry.find(DEFAULT))
+    finally:
+        runtime.set_runtime("keras")
+    assert (lite.runtime, fast.runtime) == ("litert", "onnx")
+    for name in ("jazz/jazz.00002.mp3", "metal/metal.00003.mp3"):
+        clip = audio.load_clip(gtzan / name, n_windows=5)
+        rows, ref = fast.window_probs(clip), lite.window_probs(clip)
+        assert rows.shape == ref.shape == (5, 300)
+        np.testing.assert_allclose(rows, ref, rtol=0, atol=1e-4)  # both float32
+        np.testing.assert_allclose(fast.from_windows(rows), lite.from_windows(ref), atol=1e-4)
+        later = fast.later_window_probs(Clip(windows=clip.windows[3:], sr=clip.sr, info=clip.info))
+        assert np.isnan(later[:, 250:]).all()
+        np.testing.assert_allclose(later[:, :250], rows[3:, :250], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["litert", "onnx"])
+def test_an_export_of_other_weights_is_not_used(tmp_path, kind):
     """A retrained or replaced musicnn makes the recorded export stale: Keras runs instead."""
+    from tagger.models import runtime
     from tagger.models.base import Card
     from tagger.models.openset import OpenSetModel
 
@@ -226,22 +257,28 @@ def test_an_export_of_other_weights_is_not_used(tmp_path, litert_runtime):
     dst = tmp_path / DEFAULT
     shutil.copytree(src, dst)
     doc = json.loads((dst / "card.json").read_text())
-    doc["runtimes"]["litert"]["sources"]["musicnn-msd"]["sha256"] = "0" * 64
+    for export in ("litert", "onnx"):
+        doc["runtimes"][export]["sources"]["musicnn-msd"]["sha256"] = "0" * 64
     (dst / "card.json").write_text(json.dumps(doc))
-    stale = OpenSetModel(Card.read(dst))
+    try:
+        runtime.set_runtime(kind)
+        stale = OpenSetModel(Card.read(dst))
+    finally:
+        runtime.set_runtime("keras")
     assert stale.runtime == "keras"
 
 
-def test_a_worker_hearing_with_runtime_litert_never_imports_tensorflow(tmp_path, gtzan):
+@pytest.mark.parametrize("kind", ["litert", "onnx"])
+def test_a_worker_hearing_with_a_light_runtime_never_imports_tensorflow(tmp_path, gtzan, kind):
     code = textwrap.dedent(f"""
         import sys
         from tagger import audio
         from tagger.models import registry, runtime
-        runtime.set_runtime("litert")
+        runtime.set_runtime({kind!r})
         m = registry.load({DEFAULT!r})
         clip = audio.load_clip({str(gtzan / "jazz" / "jazz.00002.mp3")!r})
         p = m.from_windows(m.window_probs(clip))
-        assert m.runtime == "litert", m.runtime
+        assert m.runtime == {kind!r}, m.runtime
         assert m.decider.labels[int(p.argmax())] == "jazz"
         bad = sorted(k for k in sys.modules if k.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
         print(len(bad), bad[:5])

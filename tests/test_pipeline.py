@@ -297,10 +297,11 @@ def test_a_scan_says_how_many_files_it_queues_when_its_workers_start(settings, a
 
 
 
-def test_auto_runs_litert_for_small_scans_and_everywhere_on_a_cpu_without_avx512(settings, monkeypatch):
+def test_auto_runs_litert_for_small_scans_and_onnx_everywhere_on_a_cpu_without_avx512(settings, monkeypatch):
     """runtime = auto: where the CPU has AVX-512 (Keras the faster per window), LiteRT for a scan
     of at most LITERT_FILES_PER_WORKER files per worker, whose workers wait to learn its size;
-    without AVX-512 (LiteRT the faster), LiteRT for every scan and in every process, no wait."""
+    without AVX-512 (the light runtimes the faster), ONNX Runtime for every scan and in every
+    process, no wait."""
     import dataclasses
 
     from tagger.models import runtime
@@ -313,16 +314,16 @@ def test_auto_runs_litert_for_small_scans_and_everywhere_on_a_cpu_without_avx512
         assert [runtime_for("auto", n, 2) for n in (1, limit, limit + 1, None)] == ["litert", "litert", "keras", "keras"]
         assert waits_for_size(settings, 2) == limit
         runtime.set_runtime("auto")
-        assert not runtime.wants_litert()  # a worker or server that lives on
+        assert not runtime.wants_litert() and not runtime.wants_onnx()  # a worker or server that lives on
         monkeypatch.setattr(runtime, "cpu_has_avx512", lambda: False)
-        assert [runtime_for("auto", n, 2) for n in (1, limit, limit + 1, None)] == ["litert"] * 4
+        assert [runtime_for("auto", n, 2) for n in (1, limit, limit + 1, None)] == ["onnx"] * 4
         assert waits_for_size(settings, 2) == 0
-        assert runtime.wants_litert()
+        assert runtime.wants_onnx() and runtime.wants_litert()  # LiteRT where ONNX Runtime cannot run
         for cpu in (True, False):
             monkeypatch.setattr(runtime, "cpu_has_avx512", lambda: cpu)
             assert runtime_for("keras", 1, 2) == "keras" and runtime_for("litert", None, 2) == "litert"
             runtime.set_runtime("keras")
-            assert not runtime.wants_litert()
+            assert not runtime.wants_litert() and not runtime.wants_onnx()
             assert waits_for_size(dataclasses.replace(settings, runtime="keras"), 2) == 0
     finally:
         runtime.set_runtime(old)

@@ -34,6 +34,8 @@ ART = ROOT / "tagger" / "models" / "artifacts" / "gtzan-musicnn-openset"
 OUT_NAME = "frontend.tflite"
 #: musicnn-msd alone, for the windows heard after the card's ``mtt_windows`` (``--later``)
 LATER_NAME = "frontend-msd.tflite"
+#: each network alone for ONNX Runtime (``--onnx``): msd's first 250 numbers of a row, mtt's last 50
+ONNX_NAMES = {"msd": "musicnn-msd.onnx", "mtt": "musicnn-mtt.onnx"}
 
 
 def combined_model():
@@ -67,12 +69,100 @@ def msd_model():
     return keras.Model(inp, out, name="openset-frontend-msd")
 
 
+def mtt_model():
+    """musicnn-mtt's tags alone: patches ``(n, 187, 96)`` → ``(n, 50)``, the last 50 numbers of a row."""
+    import keras
+
+    from tagger.models import registry
+    from tagger.models.pretrained import MusicnnModel
+
+    mtt = MusicnnModel(registry.find("musicnn-mtt"), bfloat16_verified=False).network
+    inp = keras.Input(shape=mtt.input.shape[1:], name="patches")
+    out = keras.Model(mtt.input, mtt.get_layer("tags").output)(inp)
+    return keras.Model(inp, out, name="openset-frontend-mtt")
+
+
+def gtzan_sample(clips: int) -> list:
+    """The first ``clips`` shared GTZAN clips of each genre."""
+    from training import datasets
+
+    per_genre: dict[str, int] = {}
+    items = []
+    for it in datasets.gtzan(ROOT.parent / "shared" / "datasets" / "gtzan"):
+        if per_genre.get(it.genre, 0) < clips:
+            per_genre[it.genre] = per_genre.get(it.genre, 0) + 1
+            items.append(it)
+    return items
+
+
+def onnx_export(art: Path, clips: int, argv: list[str]) -> dict:
+    """Write each network as ONNX (``ONNX_NAMES``; tf2onnx, opset 17, any batch) and check the pair
+    against the LiteRT export on the windows a scan hears of the first ``clips`` GTZAN clips of each
+    genre: the largest difference of the 300 numbers, and the shipped decider heard as a scan hears
+    on both: the same tag written or withheld. Timed against LiteRT, interleaved, one thread."""
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx
+    except ImportError:
+        raise SystemExit("needs tf2onnx and onnxruntime: pip install tf2onnx onnxruntime")
+    import tensorflow as tf
+
+    from tagger.models import litert, onnx
+    from training.card import write_card
+    from training.export import file_sha256
+    from training.openset import heard, shipped_decider
+    from training.openset_embed import track_windows
+
+    doc = json.loads((art / "card.json").read_text(encoding="utf-8"))
+    spec = (tf.TensorSpec((None, 187, 96), tf.float32, name="patches"),)
+    for part, build in (("msd", msd_model), ("mtt", mtt_model)):
+        tf2onnx.convert.from_keras(build(), input_signature=spec, opset=17, output_path=str(art / ONNX_NAMES[part]))
+    ort_rows = onnx.Frontend(art / ONNX_NAMES["msd"], art / ONNX_NAMES["mtt"], threads=1)
+    lite = litert.Runner(art / doc["runtimes"]["litert"]["file"], threads=1)
+    dec = shipped_decider(art, doc)
+    t, stop, give_up = float(doc["threshold"]), float(doc["early_stop"]), float(doc.get("give_up", 0.0))
+    items = gtzan_sample(clips)
+    worst, same, seconds, n = 0.0, 0, {"onnx": 0.0, "litert": 0.0}, 0
+    for i, it in enumerate(items):
+        x = track_windows(Path(it.path))
+        rows = {}
+        for k in (("onnx", "litert") if i % 2 == 0 else ("litert", "onnx")):
+            t0 = time.perf_counter()
+            rows[k] = np.concatenate([ort_rows.rows(x[s:s + 3]) if k == "onnx" else lite(x[s:s + 3])
+                                      for s in range(0, len(x), 3)])
+            seconds[k] += time.perf_counter() - t0
+        worst = max(worst, float(np.abs(rows["onnx"] - rows["litert"]).max()))
+        pa, pb = heard(dec, rows["litert"], stop, give_up)[0], heard(dec, rows["onnx"], stop, give_up)[0]
+        wa, wb = pa.max() >= t, pb.max() >= t
+        same += (wa == wb) and (not wa or int(pa.argmax()) == int(pb.argmax()))
+        n += len(x)
+    entry = {"files": dict(ONNX_NAMES), "opset": 17, "converter": f"tf2onnx {tf2onnx.__version__}",
+             "sources": {name: {"file": doc["runtimes"]["litert"]["sources"][name]["file"],
+                                "sha256": doc["runtimes"]["litert"]["sources"][name]["sha256"]}
+                         for name in ("musicnn-msd", "musicnn-mtt")},
+             "size_bytes": {k: (art / f).stat().st_size for k, f in ONNX_NAMES.items()},
+             "sha256": {k: file_sha256(art / f) for k, f in ONNX_NAMES.items()},
+             "check": {"clips": len(items), "patches": n, "same_tag_written_or_withheld_as_litert": int(same),
+                       "max_abs_diff_from_litert": round(worst, 7),
+                       "ms_per_patch_both_networks": round(1000 * seconds["onnx"] / n, 1),
+                       "litert_ms_per_patch_both_networks": round(1000 * seconds["litert"] / n, 1),
+                       "timing": f"batches of 3, one thread, interleaved per clip, load average {os.getloadavg()[0]:.1f}",
+                       "command": "python -m training.openset_export " + " ".join(shlex.quote(a) for a in argv)}}
+    if worst > 1e-3 or same != len(items):
+        for f in ONNX_NAMES.values():
+            (art / f).unlink()
+        raise SystemExit(f"the ONNX export differs from LiteRT's ({worst}, {same} of {len(items)}): not shipped")
+    doc["runtimes"]["onnx"] = entry
+    write_card(art, **doc)
+    print(json.dumps(entry, indent=1))
+    return entry
+
+
 def later_export(art: Path, batch: int, clips: int, argv: list[str]) -> dict:
     """Write ``LATER_NAME`` beside the combined export and check it against it on the windows a
     scan hears of the first ``clips`` shared GTZAN clips of each genre: the same 250 numbers
     (the same subgraph, so to float rounding), and the time of each per patch, interleaved."""
     from tagger.models import litert
-    from training import datasets
     from training.card import write_card
     from training.export import convert, holds_weights
     from training.openset_embed import track_windows
@@ -87,12 +177,7 @@ def later_export(art: Path, batch: int, clips: int, argv: list[str]) -> dict:
         raise SystemExit(f"musicnn-msd export is {len(flat)} bytes: weights lost")
     (art / LATER_NAME).write_bytes(flat)
     both, msd = litert.Runner(art / export["file"], threads=1), litert.Runner(art / LATER_NAME, threads=1)
-    per_genre: dict[str, int] = {}
-    items = []
-    for it in datasets.gtzan(ROOT.parent / "shared" / "datasets" / "gtzan"):
-        if per_genre.get(it.genre, 0) < clips:
-            per_genre[it.genre] = per_genre.get(it.genre, 0) + 1
-            items.append(it)
+    items = gtzan_sample(clips)
     worst, t_both, t_msd, n = 0.0, 0.0, 0.0, 0
     for it in items:
         x = track_windows(Path(it.path))
@@ -182,9 +267,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--later", action="store_true",
                     help=f"only write {LATER_NAME} (musicnn-msd alone, for windows past the card's mtt_windows) "
                          "and check it against the combined export")
-    ap.add_argument("--clips", type=int, default=10, help="GTZAN clips per genre for --later's check")
+    ap.add_argument("--onnx", action="store_true",
+                    help="only write each network as ONNX for ONNX Runtime and check the pair against the LiteRT "
+                         "export (needs tf2onnx)")
+    ap.add_argument("--clips", type=int, default=10, help="GTZAN clips per genre for --later's and --onnx's check")
     args = ap.parse_args(argv)
     argv_ = list(argv if argv is not None else sys.argv[1:])
+    if args.onnx:
+        from tagger.models import runtime
+
+        runtime.set_threads(1)
+        return onnx_export(Path(args.model), args.clips, argv_)
     if args.later:
         from tagger.models import runtime
 

@@ -320,11 +320,17 @@ class OpenSetModel(Model):
         if tuple(self.decider.labels) != tuple(card.labels):
             raise ValueError(f"{card.name}: card labels do not match the decider's {self.decider.labels}")
         self.decider.mtt_windows = int(card.extra.get("mtt_windows", 0))
-        #: "litert" or "keras": what runs the networks in this process
+        #: "onnx", "litert" or "keras": what runs the networks in this process
         self.runtime = "keras"
+        #: both networks in ONNX Runtime (``tagger.models.onnx.Frontend``), where the runtime setting wants it
+        self._onnx = self._load_onnx()
+        self._runner = None
+        self._later_runner = None
+        if self._onnx is not None:
+            self.runtime = "onnx"
+            return
         self._runner = self._load_litert()
         #: musicnn-msd alone in LiteRT, for the windows past ``mtt_windows`` (None: not exported)
-        self._later_runner = None
         if self._runner is not None:
             self.runtime = "litert"
             later = (card.extra["runtimes"]["litert"].get("later") or {}).get("file")
@@ -365,33 +371,65 @@ class OpenSetModel(Model):
 
         return registry.find(name, [str(self.card.directory.parent)])
 
-    def _load_litert(self):
-        """The export's runner, or None (none recorded, made from other weights, or no LiteRT here)."""
+    def _exported_from_these_weights(self, export: dict, what: str) -> bool:
+        """Whether an export's recorded sources are the installed weights (else it is stale)."""
         import logging
 
-        from tagger.models import litert, runtime
-
-        log = logging.getLogger(__name__)
-        export = (self.card.extra.get("runtimes") or {}).get("litert") or {}
-        path = self.card.directory / export.get("file", "")
-        if not (runtime.wants_litert() or export.get("default", True)):
-            return None  # the card's figures say Keras is faster here (runtime = litert chooses it)
-        if not export.get("file") or not path.is_file() or not litert.available():
-            return None
         for name, source in (export.get("sources") or {}).items():
             try:
                 have = _digest(self._front_card(name).path)
             except (OSError, ModelMissing):  # the weights are gone: the export is all there is
                 have = source.get("sha256")
             if have != source.get("sha256"):
-                log.warning("%s: %s was exported from other %s weights; using Keras", self.card.name,
-                            path.name, name)
-                return None
+                logging.getLogger(__name__).warning("%s: %s was exported from other %s weights; not used",
+                                                    self.card.name, what, name)
+                return False
+        return True
+
+    def _load_onnx(self):
+        """Both networks in ONNX Runtime, or None (not wanted, not exported, stale, or no ONNX Runtime)."""
+        import logging
+
+        from tagger.models import onnx, runtime
+
+        export = (self.card.extra.get("runtimes") or {}).get("onnx") or {}
+        files = export.get("files") or {}
+        paths = [self.card.directory / files.get(k, "") for k in ("msd", "mtt")]
+        if not runtime.wants_onnx() or not all(files.get(k) for k in ("msd", "mtt")):
+            return None
+        if not all(p.is_file() for p in paths) or not onnx.available():
+            return None
+        if not self._exported_from_these_weights(export, "the ONNX export"):
+            return None
+        try:
+            front = onnx.Frontend(*paths, threads=getattr(runtime, "_threads", 0))
+        except Exception as exc:  # noqa: BLE001 - a broken file or runtime: the next runtime runs it
+            logging.getLogger(__name__).warning("%s: cannot load the ONNX export (%s)", self.card.name, exc)
+            return None
+        f = self.card.features
+        if front.msd.takes != (int(f["patch_frames"]), int(f["n_mels"])):
+            return None
+        return front
+
+    def _load_litert(self):
+        """The export's runner, or None (none recorded, made from other weights, or no LiteRT here)."""
+        from tagger.models import litert, runtime
+
+        export = (self.card.extra.get("runtimes") or {}).get("litert") or {}
+        path = self.card.directory / export.get("file", "")
+        if not (runtime.wants_litert() or export.get("default", True)):
+            return None  # the card's figures say Keras is faster here (runtime = litert chooses it)
+        if not export.get("file") or not path.is_file() or not litert.available():
+            return None
+        if not self._exported_from_these_weights(export, path.name):
+            return None
         f = self.card.features
         return litert.load(path, self.card.name, (int(f["patch_frames"]), int(f["n_mels"])), "musicnn patches")
 
     def window_rows(self, patches: np.ndarray) -> np.ndarray:
         """``(n, 187, 96)`` patches → ``(n, 300)`` rows: penultimate, msd tags, mtt tags."""
+        if self._onnx is not None:
+            return self._onnx.rows(patches)
         if self._runner is not None:
             return self._runner(patches)
         a = self.msd.patch_embeddings(patches)
@@ -409,6 +447,8 @@ class OpenSetModel(Model):
     def msd_rows(self, patches: np.ndarray) -> np.ndarray | None:
         """``(n, 250)``: musicnn-msd's penultimate layer and tags alone, or None where nothing
         runs that network alone (a LiteRT export without its musicnn-msd part)."""
+        if self._onnx is not None:
+            return self._onnx.msd_rows(patches)
         if self._runner is not None:
             return None if self._later_runner is None else self._later_runner(patches)
         a = self.msd.patch_embeddings(patches)

@@ -46,9 +46,9 @@ _runtime = "keras"
 
 
 def set_runtime(value: str) -> None:
-    """Call before any model loads (the ``runtime`` setting: keras or litert; auto, in a process
+    """Call before any model loads (the ``runtime`` setting: keras, litert or onnx; auto, in a process
     that does not know how many files it will hear, is keras where the CPU has AVX-512, else
-    litert: ``litert_outruns_keras``)."""
+    onnx: ``litert_outruns_keras``)."""
     global _runtime
     from tagger.config import RUNTIMES
 
@@ -57,8 +57,15 @@ def set_runtime(value: str) -> None:
     _runtime = value
 
 
+def wants_onnx() -> bool:
+    """ONNX Runtime for the default model: asked for, or ``auto`` where the light runtimes outrun
+    Keras (there ONNX Runtime was the faster of the two: README, Throughput)."""
+    return _runtime == "onnx" or (_runtime == "auto" and litert_outruns_keras())
+
+
 def wants_litert() -> bool:
-    return _runtime == "litert" or (_runtime == "auto" and litert_outruns_keras())
+    """LiteRT: asked for, or where ONNX Runtime is wanted but cannot run (not installed, no export)."""
+    return _runtime in ("litert", "onnx") or (_runtime == "auto" and litert_outruns_keras())
 
 
 def litert_outruns_keras() -> bool:

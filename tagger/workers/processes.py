@@ -26,13 +26,13 @@ log = logging.getLogger("tagger.worker")
 #: instead of ≈ 8.7 s with TensorFlow, and hears a window in ≈ 1.8 times the time (85 against 47 ms
 #: for both networks, one thread each, 2026-12-07), so below ≈ 40 unfamiliar tracks (7.5 windows
 #: each) or ≈ 85 familiar ones (3.3) a worker is done sooner in LiteRT; README, Throughput.
-#: Elsewhere LiteRT is the faster of the two and runs every scan (``runtime.litert_outruns_keras``)
+#: Elsewhere the light runtimes are the faster and ONNX Runtime runs every scan (``runtime.litert_outruns_keras``)
 LITERT_FILES_PER_WORKER = 30
 
 
 def runtime_for(setting: str, expected: Optional[int], processes: int) -> str:
-    """The runtime a scan's workers use: ``setting`` unless it is auto; then litert where it
-    outruns Keras on this CPU, or when the scan is known to queue at most
+    """The runtime a scan's workers use: ``setting`` unless it is auto; then onnx where the light
+    runtimes outrun Keras on this CPU; litert when the scan is known to queue at most
     ``LITERT_FILES_PER_WORKER`` files per worker (``expected``; None: not known, as when discovery
     is still walking a large tree); else keras."""
     from tagger.models import runtime
@@ -40,7 +40,7 @@ def runtime_for(setting: str, expected: Optional[int], processes: int) -> str:
     if setting != "auto":
         return setting
     if runtime.litert_outruns_keras():
-        return "litert"
+        return "onnx"  # LiteRT where ONNX Runtime cannot run (runtime.wants_litert)
     small = expected is not None and expected <= LITERT_FILES_PER_WORKER * max(1, processes)
     return "litert" if small else "keras"
 
