@@ -81,16 +81,22 @@ def litert_outruns_keras() -> bool:
 
 
 @lru_cache(maxsize=1)
-def cpu_has_avx512() -> bool:
-    """Whether this CPU has AVX-512 (Linux only: elsewhere taken as yes, Keras as before)."""
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo, or None where it cannot be read (not Linux)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return "avx512f" in line.split(":", 1)[1].split()
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
-        return True
-    return True
+        pass
+    return None
+
+
+def cpu_has_avx512() -> bool:
+    """Whether this CPU has AVX-512 (where the flags cannot be read, taken as yes: Keras as before)."""
+    flags = cpu_flags()
+    return flags is None or "avx512f" in flags
 
 
 def set_precision(value: str) -> None:
@@ -101,18 +107,9 @@ def set_precision(value: str) -> None:
     _precision = value
 
 
-@lru_cache(maxsize=1)
 def cpu_has_bfloat16() -> bool:
     """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16 or AMX-BF16; Linux only)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
+    return bool((cpu_flags() or frozenset()) & {"avx512_bf16", "amx_bf16"})
 
 
 def compute_dtype(verified: bool = False) -> str:
