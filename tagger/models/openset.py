@@ -325,12 +325,12 @@ class OpenSetModel(Model):
         #: both networks in ONNX Runtime (``tagger.models.onnx.Frontend``), where the runtime setting wants it
         self._onnx = self._load_onnx()
         self._runner = None
+        #: musicnn-msd alone in LiteRT, for the windows past ``mtt_windows`` (None: not exported)
         self._later_runner = None
         if self._onnx is not None:
             self.runtime = "onnx"
             return
         self._runner = self._load_litert()
-        #: musicnn-msd alone in LiteRT, for the windows past ``mtt_windows`` (None: not exported)
         if self._runner is not None:
             self.runtime = "litert"
             later = (card.extra["runtimes"]["litert"].get("later") or {}).get("file")
