@@ -3,15 +3,14 @@
 For musicnn-msd alone and for both networks (the 300 numbers per window the open-set default reads),
 ms per 3 s patch in the batches progressive hearing asks for (3 windows, then 2 at a time), one
 thread, the runtimes interleaved clip by clip on the windows a scan hears of one GTZAN clip per
-genre; the largest difference of each from Keras float32. Then, for LiteRT and ONNX Runtime, a fresh
-process that imports the runtime, loads both networks and runs one patch: seconds and peak RSS
-(the runtime alone, not tagger's start-up; ``bench_coldstart.py`` measures that).
+genre; the largest difference of each from Keras float32. Keras runs in float32 and, where the CPU
+does bfloat16 in hardware (AVX512-BF16, AMX), also in bfloat16, as a worker runs it there. LiteRT
+and ONNX Runtime run the files the default model's card ships (``runtimes.litert``,
+``runtimes.onnx``), as a worker does. Then, for each light runtime, a fresh process that imports it,
+loads both networks and runs one patch: seconds and peak RSS (the runtime alone, not tagger's
+start-up; ``bench_coldstart.py`` measures that).
 
-ONNX Runtime is not one of tagger's dependencies: ``pip install onnxruntime tf2onnx`` first (the
-ONNX files are converted here, into a temporary folder, from the installed Keras weights; with
-``--extra-path DIR`` they are imported from a ``pip install --target DIR`` instead).
-
-    python bench/bench_runtimes.py [--clips-per-genre 1] [--extra-path DIR]
+    python bench/bench_runtimes.py [--clips-per-genre 1]
 """
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -60,18 +58,10 @@ print(json.dumps({"seconds": round(time.perf_counter() - t, 2), "peak_rss_mb": r
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips-per-genre", type=int, default=1)
-    ap.add_argument("--extra-path", default="", help="a folder onnxruntime and tf2onnx were pip-installed into "
-                                                     "(--target), searched after the environment's own packages")
     args = ap.parse_args()
-    if args.extra_path:
-        sys.path.append(args.extra_path)
-    try:
-        import onnxruntime as ort
-        import tf2onnx
-    except ImportError:
-        raise SystemExit("needs onnxruntime and tf2onnx: pip install onnxruntime tf2onnx (see --help)")
+    import onnxruntime as ort
 
-    from tagger.models import litert, runtime
+    from tagger.models import litert, onnx, runtime
     from training.openset_embed import track_windows
     from training.openset_export import combined_model, msd_model
 
@@ -89,54 +79,49 @@ def main() -> None:
     n_patches = sum(len(x) for x in xs)
     print(f"{len(files)} GTZAN clips, {n_patches} patches; onnxruntime {ort.__version__}, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_files = {}
-        for part, build in (("both", combined_model), ("msd", msd_model)):
-            model = build()
-            spec = (tf.TensorSpec((None, 187, 96), tf.float32, name="patches"),)
-            onnx_files[part] = Path(tmp) / f"{part}.onnx"
-            tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(onnx_files[part]))
-            keras_fwd = tf.function(lambda x, m=model: m(x, training=False), input_signature=list(spec),
-                                    autograph=False)
-            lite = litert.Runner(lite_files[part], threads=1)
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = so.inter_op_num_threads = 1
-            sess = ort.InferenceSession(str(onnx_files[part]), so, providers=["CPUExecutionProvider"])
-            name = sess.get_inputs()[0].name
-            run = {"keras float32": lambda b: keras_fwd(b).numpy(), "litert": lite,
-                   "onnxruntime": lambda b: sess.run(None, {name: b})[0]}
-            for b in (3, 2):  # warm every batch size up
-                for f in run.values():
-                    f(xs[0][:b])
-            seconds = dict.fromkeys(run, 0.0)
-            worst = dict.fromkeys(run, 0.0)
-            for i, x in enumerate(xs):
-                ref = run["keras float32"](x)
-                order = list(run) if i % 2 == 0 else list(run)[::-1]
-                for k in order:
-                    t = time.perf_counter()
-                    out, s = [], 0
-                    for b in STAGES:
-                        if s < len(x):
-                            out.append(run[k](x[s:s + b]))
-                        s += b
-                    seconds[k] += time.perf_counter() - t
-                    worst[k] = max(worst[k], float(np.abs(np.concatenate(out) - ref[:len(np.concatenate(out))]).max()))
-            used = sum(min(len(x), sum(STAGES)) for x in xs)
-            what = "musicnn-msd alone" if part == "msd" else "both networks (300 numbers)"
-            for k in run:
-                print(f"{what:>28}  {k:>14}: {1000 * seconds[k] / used:6.1f} ms per patch, "
-                      f"largest difference from Keras {worst[k]:.2g}", flush=True)
-        for kind, paths in (("litert", [lite_files["both"], lite_files["msd"]]),
-                            ("onnxruntime", [onnx_files["both"], onnx_files["msd"]])):
-            env = dict(os.environ)
-            if args.extra_path and kind == "onnxruntime":
-                env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH", ""), args.extra_path]))
-            out = subprocess.run([sys.executable, "-c", COLD, kind, *map(str, paths)], capture_output=True,
-                                 text=True, env=env, timeout=300)
-            line = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else out.stderr[-300:]
-            print(f"{'cold start, both exports':>28}  {kind:>14}: {line}", flush=True)
-
+    onnx_files = {"both": [ART / card["runtimes"]["onnx"]["files"][k] for k in ("msd", "mtt")],
+                  "msd": [ART / card["runtimes"]["onnx"]["files"]["msd"]]}
+    kerases = {"keras float32": False}
+    if runtime.cpu_has_bfloat16():
+        kerases["keras bfloat16"] = True
+    for part, build in (("both", combined_model), ("msd", msd_model)):
+        spec = (tf.TensorSpec((None, 187, 96), tf.float32, name="patches"),)
+        run = {}
+        for label, bf16 in kerases.items():
+            fwd = tf.function(lambda x, m=build(bf16): m(x, training=False), input_signature=list(spec),
+                              autograph=False)
+            run[label] = lambda b, f=fwd: np.asarray(f(b), np.float32)
+        run["litert"] = litert.Runner(lite_files[part], threads=1)
+        sessions = [onnx.Session(p, threads=1) for p in onnx_files[part]]
+        run["onnxruntime"] = lambda b, ss=sessions: np.concatenate([s(b) for s in ss], axis=1)
+        for b in (3, 2):  # warm every batch size up
+            for f in run.values():
+                f(xs[0][:b])
+        seconds = dict.fromkeys(run, 0.0)
+        worst = dict.fromkeys(run, 0.0)
+        for i, x in enumerate(xs):
+            ref = run["keras float32"](x)
+            order = list(run) if i % 2 == 0 else list(run)[::-1]
+            for k in order:
+                t = time.perf_counter()
+                out, s = [], 0
+                for b in STAGES:
+                    if s < len(x):
+                        out.append(run[k](x[s:s + b]))
+                    s += b
+                seconds[k] += time.perf_counter() - t
+                out = np.concatenate(out)
+                worst[k] = max(worst[k], float(np.abs(out - ref[:len(out)]).max()))
+        used = sum(min(len(x), sum(STAGES)) for x in xs)
+        what = "musicnn-msd alone" if part == "msd" else "both networks (300 numbers)"
+        for k in run:
+            print(f"{what:>28}  {k:>14}: {1000 * seconds[k] / used:6.1f} ms per patch, "
+                  f"largest difference from Keras float32 {worst[k]:.2g}", flush=True)
+    for kind, paths in (("litert", [lite_files["both"], lite_files["msd"]]), ("onnxruntime", onnx_files["both"])):
+        out = subprocess.run([sys.executable, "-c", COLD, kind, *map(str, paths)], capture_output=True,
+                             text=True, timeout=300)
+        line = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else out.stderr[-300:]
+        print(f"{'cold start, shipped files':>28}  {kind:>14}: {line}", flush=True)
 
 if __name__ == "__main__":
     main()

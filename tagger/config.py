@@ -67,7 +67,7 @@ class Settings:
     precision: str = "auto"
     #: keras (TensorFlow: faster per window on a CPU with AVX-512), litert or onnx (the default
     #: model's LiteRT or ONNX Runtime export: a worker starts without TensorFlow, in less time and
-    #: memory) or auto: on a CPU with AVX-512, litert for the workers of a scan small enough that
+    #: memory) or auto: on a CPU with AVX-512, onnx for the workers of a scan small enough that
     #: start-up outweighs the slower windows, else keras; on one without, onnx everywhere
     #: (processes.runtime_for)
     runtime: str = "auto"

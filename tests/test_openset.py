@@ -151,21 +151,18 @@ def test_scan_writes_open_genres_and_leaves_unsure_files_untagged(default_settin
 
 
 @pytest.mark.slow
-def test_a_small_scan_runs_its_workers_in_litert_unless_told_otherwise(default_settings, gtzan, tmp_path):
-    """runtime = auto (the default): a scan known to queue few files starts its workers without
-    TensorFlow; runtime = keras is obeyed. Both write the same genre."""
+def test_a_small_scan_runs_its_workers_in_onnx_runtime_unless_told_otherwise(default_settings, gtzan, tmp_path):
+    """runtime = auto (the default): a scan known to queue few files starts its workers in ONNX
+    Runtime, without TensorFlow; runtime = keras is obeyed. Both write the same genre."""
     lib = tmp_path / "lib"
     lib.mkdir()
     for name in ("jazz.00002.mp3", "jazz.00003.mp3"):
         (lib / name).write_bytes((gtzan / "jazz" / name).read_bytes())
     log = default_settings.data_dir / "worker.log"
-    from tagger.models import runtime
-
-    light = "onnx" if runtime.litert_outruns_keras() else "litert"  # on a CPU without AVX-512, every scan
     run = run_cli(default_settings, "scan", str(lib), "--json", "--dry-run")
     assert run.returncode == 0, run.stderr
     warmed = [line for line in log.read_text().splitlines() if "warmed up" in line]
-    assert len(warmed) == default_settings.worker_count and all(f"{DEFAULT} ({light})" in w for w in warmed), warmed
+    assert len(warmed) == default_settings.worker_count and all(f"{DEFAULT} (onnx)" in w for w in warmed), warmed
     small = {f["path"]: f["predicted"] for f in json.loads(run.stdout)["files"]}
 
     log.unlink()

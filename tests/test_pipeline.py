@@ -297,21 +297,21 @@ def test_a_scan_says_how_many_files_it_queues_when_its_workers_start(settings, a
 
 
 
-def test_auto_runs_litert_for_small_scans_and_onnx_everywhere_on_a_cpu_without_avx512(settings, monkeypatch):
-    """runtime = auto: where the CPU has AVX-512 (Keras the faster per window), LiteRT for a scan
-    of at most LITERT_FILES_PER_WORKER files per worker, whose workers wait to learn its size;
+def test_auto_runs_onnx_for_small_scans_and_everywhere_on_a_cpu_without_avx512(settings, monkeypatch):
+    """runtime = auto: where the CPU has AVX-512 (Keras the faster per window), ONNX Runtime for a scan
+    of at most LIGHT_FILES_PER_WORKER files per worker, whose workers wait to learn its size;
     without AVX-512 (the light runtimes the faster), ONNX Runtime for every scan and in every
     process, no wait."""
     import dataclasses
 
     from tagger.models import runtime
-    from tagger.workers.processes import LITERT_FILES_PER_WORKER, runtime_for, waits_for_size
+    from tagger.workers.processes import LIGHT_FILES_PER_WORKER, runtime_for, waits_for_size
 
-    limit = LITERT_FILES_PER_WORKER * 2
+    limit = LIGHT_FILES_PER_WORKER * 2
     old = runtime._runtime
     try:
         monkeypatch.setattr(runtime, "cpu_has_avx512", lambda: True)
-        assert [runtime_for("auto", n, 2) for n in (1, limit, limit + 1, None)] == ["litert", "litert", "keras", "keras"]
+        assert [runtime_for("auto", n, 2) for n in (1, limit, limit + 1, None)] == ["onnx", "onnx", "keras", "keras"]
         assert waits_for_size(settings, 2) == limit
         runtime.set_runtime("auto")
         assert not runtime.wants_litert() and not runtime.wants_onnx()  # a worker or server that lives on

@@ -38,15 +38,16 @@ LATER_NAME = "frontend-msd.tflite"
 ONNX_NAMES = {"msd": "musicnn-msd.onnx", "mtt": "musicnn-mtt.onnx"}
 
 
-def combined_model():
-    """One Keras model: patches ``(n, 187, 96)`` → ``(n, 300)`` rows as ``OpenSetModel.window_rows``."""
+def combined_model(bfloat16: bool = False):
+    """One Keras model: patches ``(n, 187, 96)`` → ``(n, 300)`` rows as ``OpenSetModel.window_rows``
+    (``bfloat16``: in the precision a worker computes in where the CPU has it, ``runtime.compute_dtype``)."""
     import keras
 
     from tagger.models import registry
     from tagger.models.pretrained import MusicnnModel
 
-    msd = MusicnnModel(registry.find("musicnn-msd"), bfloat16_verified=False).network
-    mtt = MusicnnModel(registry.find("musicnn-mtt"), bfloat16_verified=False).network
+    msd = MusicnnModel(registry.find("musicnn-msd"), bfloat16_verified=bfloat16).network
+    mtt = MusicnnModel(registry.find("musicnn-mtt"), bfloat16_verified=bfloat16).network
     inp = keras.Input(shape=msd.input.shape[1:], name="patches")
     a = keras.Model(msd.input, [msd.get_layer("penultimate").output, msd.get_layer("tags").output])(inp)
     b = keras.Model(mtt.input, mtt.get_layer("tags").output)(inp)
@@ -54,7 +55,7 @@ def combined_model():
     return keras.Model(inp, out, name="openset-frontend")
 
 
-def msd_model():
+def msd_model(bfloat16: bool = False):
     """musicnn-msd alone: patches ``(n, 187, 96)`` → ``(n, 250)``, the first 250 numbers of a row
     (penultimate, tags): what ``OpenSetModel.later_window_probs`` needs past ``mtt_windows``."""
     import keras
@@ -62,7 +63,7 @@ def msd_model():
     from tagger.models import registry
     from tagger.models.pretrained import MusicnnModel
 
-    msd = MusicnnModel(registry.find("musicnn-msd"), bfloat16_verified=False).network
+    msd = MusicnnModel(registry.find("musicnn-msd"), bfloat16_verified=bfloat16).network
     inp = keras.Input(shape=msd.input.shape[1:], name="patches")
     a = keras.Model(msd.input, [msd.get_layer("penultimate").output, msd.get_layer("tags").output])(inp)
     out = keras.layers.Concatenate(axis=-1, name="rows")([a[0], a[1]])

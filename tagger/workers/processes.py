@@ -21,28 +21,31 @@ from tagger.config import Settings, mask_url
 
 log = logging.getLogger("tagger.worker")
 
-#: with ``runtime = auto``, on a CPU with AVX-512, the workers of a scan that
-#: queues at most this many files each run the default model in LiteRT: a worker starts in ≈ 1.3 s
-#: instead of ≈ 8.7 s with TensorFlow, and hears a window in ≈ 1.8 times the time (85 against 47 ms
-#: for both networks, one thread each, 2026-12-07), so below ≈ 40 unfamiliar tracks (7.5 windows
-#: each) or ≈ 85 familiar ones (3.3) a worker is done sooner in LiteRT; README, Throughput.
-#: Elsewhere the light runtimes are the faster and ONNX Runtime runs every scan (``runtime.litert_outruns_keras``)
-LITERT_FILES_PER_WORKER = 30
+#: with ``runtime = auto``, on a CPU with AVX-512, the workers of a scan that queues at most this
+#: many files each run the default model in ONNX Runtime (LiteRT where it cannot run): on an AMD
+#: EPYC with AVX512-BF16, 2026-12-07, a worker started and tagged a first clip in 0.85 s and 282 MB
+#: instead of 5.8 s and 1.4 GB with TensorFlow, and heard a window in about twice the time (both
+#: networks, one thread: 66.5 against 34.4 ms in bfloat16; musicnn-msd alone 31.5 against 16.8), so
+#: below ≈ 30 unfamiliar tracks (7.5 windows each) or ≈ 48 familiar ones (3.8) a worker is done
+#: sooner in ONNX Runtime; README, Throughput. Without AVX-512 the light runtimes are the faster
+#: per window too and ONNX Runtime runs every scan (``runtime.litert_outruns_keras``)
+LIGHT_FILES_PER_WORKER = 30
 
 
 def runtime_for(setting: str, expected: Optional[int], processes: int) -> str:
     """The runtime a scan's workers use: ``setting`` unless it is auto; then onnx where the light
-    runtimes outrun Keras on this CPU; litert when the scan is known to queue at most
-    ``LITERT_FILES_PER_WORKER`` files per worker (``expected``; None: not known, as when discovery
-    is still walking a large tree); else keras."""
+    runtimes outrun Keras on this CPU, and also where the scan is known to queue at most
+    ``LIGHT_FILES_PER_WORKER`` files per worker (``expected``; None: not known, as when discovery
+    is still walking a large tree); else keras. Asked for onnx, a worker runs LiteRT where ONNX
+    Runtime cannot run (``runtime.wants_litert``)."""
     from tagger.models import runtime
 
     if setting != "auto":
         return setting
     if runtime.litert_outruns_keras():
-        return "onnx"  # LiteRT where ONNX Runtime cannot run (runtime.wants_litert)
-    small = expected is not None and expected <= LITERT_FILES_PER_WORKER * max(1, processes)
-    return "litert" if small else "keras"
+        return "onnx"
+    small = expected is not None and expected <= LIGHT_FILES_PER_WORKER * max(1, processes)
+    return "onnx" if small else "keras"
 
 
 def waits_for_size(settings: Settings, processes: int) -> int:
@@ -52,7 +55,7 @@ def waits_for_size(settings: Settings, processes: int) -> int:
 
     if settings.runtime != "auto" or runtime.litert_outruns_keras():
         return 0
-    return LITERT_FILES_PER_WORKER * max(1, processes)
+    return LIGHT_FILES_PER_WORKER * max(1, processes)
 
 
 def run(settings: Settings, threads: int = 1, queues: Optional[list[str]] = None,
