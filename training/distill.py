@@ -7,6 +7,10 @@
     python -m training.distill embed DIR --name debian --windows 10 --per-minute 20 --cap 120
     python -m training.distill train --minutes 42 --width 1.5 --batch 64 --lr 2e-3 --shift 8 --gain-db 1.5 --refit --out w15
     python -m training.distill measure --out w15 --windows 10 --refit
+    # the third run: the teacher in bfloat16, a loss on the shipped head's logits, width 2.0
+    python -m training.distill embed DIR --name more --windows 10 --per-minute 20 --cap 120 --precision bfloat16
+    python -m training.distill train --collections gtzan,debian,more --minutes 55 --width 2.0 --batch 64 \
+        --lr 2e-3 --shift 8 --gain-db 1.5 --head-weight 1 --refit --out w20h
 
 The teacher is what the open-set default reads off every window: musicnn-msd's
 penultimate layer (200) and tags (50) and musicnn-mtt's tags (50), the 300
