@@ -95,23 +95,23 @@ def test_the_students_head_output_is_the_shipped_heads_logits():
     penultimate, gives the shipped genre head's own probabilities back (centred logits, scaled)."""
     import keras
 
-    from tagger.models.openset import OpenSetModel
+    from tagger.models.openset import load_decider
     from training import distill
 
-    head = OpenSetModel(registry.find("gtzan-musicnn-openset")).decider.head
+    head = load_decider(registry.find("gtzan-musicnn-openset")).head
     rng = np.random.default_rng(5)
     rows = np.concatenate([rng.normal(0.3, 1.2, (12, 200)), rng.uniform(0, 1, (12, 100))], 1).astype(np.float32)
     mean, std = rows[:, :200].mean(axis=0), rows[:, :200].std(axis=0) + 1e-6
     inp = keras.Input((200,))
     pen = keras.layers.Identity(name="pen")(inp)  # a "student" whose output is the teacher's, standardised
     tags = keras.layers.Dense(100, activation="sigmoid", name="tags")(inp)
-    model, target = distill.with_head_logits(keras.Model(inp, [pen, tags]), mean, std)
-    want = target(rows)  # the teacher's: sets the spread and the layer's weights
+    model, target = distill.with_head_logits(keras.Model(inp, [pen, tags]), mean, std, rows)
+    want = target(rows)  # the teacher's numbers, divided by their spread over these rows
     assert abs(float(want.std()) - 1.0) < 1e-5
     got = model.predict(((rows[:, :200] - mean) / std).astype(np.float32), verbose=0)[2]
     np.testing.assert_allclose(got, want, atol=1e-4)
-    spread = float(np.std(np.log(head.predict_proba(rows[:, :200])) -
-                          np.log(head.predict_proba(rows[:, :200])).mean(axis=1, keepdims=True))) / float(want.std())
-    p = np.exp(want * spread)
-    np.testing.assert_allclose(p / p.sum(axis=1, keepdims=True), head.predict_proba(rows[:, :200]), atol=1e-4)
+    probs = head.predict_proba(rows[:, :200])
+    centred = np.log(probs) - np.log(probs).mean(axis=1, keepdims=True)  # the head's centred logits
+    p = np.exp(want * float(np.std(centred)))
+    np.testing.assert_allclose(p / p.sum(axis=1, keepdims=True), probs, atol=1e-4)
     assert not model.get_layer("head").trainable

@@ -240,9 +240,8 @@ def agreement(decider, student_decider, stop: float, threshold: float, teacher: 
 
 
 def cmd_embed(args) -> int:
-    from training.openset_embed import save, source_items
-
     from tagger.models import runtime
+    from training.openset_embed import save, source_items
 
     if args.threads:
         runtime.set_threads(args.threads)
@@ -353,8 +352,11 @@ def cmd_train(args) -> int:
     mean, std = r_tr[:, :PEN].mean(axis=0), r_tr[:, :PEN].std(axis=0) + 1e-6
     np.savez(out / "standardise.npz", mean=mean, std=std)
 
+    more_targets = []  # functions of the rows, one per output past the two
+
     def targets(r):
-        return [((r[:, :PEN] - mean) / std).astype(np.float32), np.clip(r[:, PEN:], 0, 1).astype(np.float32)]
+        return [((r[:, :PEN] - mean) / std).astype(np.float32), np.clip(r[:, PEN:], 0, 1).astype(np.float32),
+                *(f(r) for f in more_targets)]
 
     model = student(width=args.width)
     f = flops(model)
@@ -362,12 +364,9 @@ def cmd_train(args) -> int:
           f"{len(x_tr)} patches to learn from", flush=True)
     losses, weights = {"pen": "mse", "tags": "binary_crossentropy"}, {"pen": 1.0, "tags": 4.0}
     if args.head_weight:
-        model, head_target = with_head_logits(model, mean, std)
+        model, head_target = with_head_logits(model, mean, std, r_tr)
+        more_targets.append(head_target)
         losses["head"], weights["head"] = "mse", args.head_weight
-        plain_targets = targets
-
-        def targets(r):  # noqa: F811 - the same two, and the shipped head's logits
-            return plain_targets(r) + [head_target(r)]
     model.compile(optimizer=keras.optimizers.Adam(args.lr), loss=losses, loss_weights=weights)
     # the held-out tracks choose the epoch (best validation loss): their agreement is a first estimate, not a test
     cb = [keras.callbacks.ModelCheckpoint(str(out / "student.keras"), save_best_only=True),
@@ -399,43 +398,35 @@ def cmd_train(args) -> int:
     return measure(out, names, refit=args.refit)
 
 
-def with_head_logits(model, mean: np.ndarray, std: np.ndarray):
+def with_head_logits(model, mean: np.ndarray, std: np.ndarray, rows: np.ndarray):
     """The student with a third output: the shipped genre head's logits, a fixed (not trained)
     linear map of its standardised penultimate output, centred over the genres and divided by
-    the teacher's spread of them; and the function that gives the teacher's same numbers for a
-    batch of rows. A loss on it puts the penultimate's errors where they do not move the head
-    (the decider reads the head's probabilities, not the 200 numbers alike)."""
+    their spread over the teacher's ``rows`` (the training rows); and the function that gives the
+    teacher's same numbers for a batch of rows. A loss on it puts the penultimate's errors where
+    they do not move the head (the decider reads the head's probabilities, not the 200 numbers alike)."""
     import keras
 
     from tagger.models import registry
-    from tagger.models.openset import OpenSetModel
+    from tagger.models.openset import load_decider
 
-    head = OpenSetModel(registry.find("gtzan-musicnn-openset")).decider.head  # tagger.models.linear.Linear
+    head = load_decider(registry.find("gtzan-musicnn-openset")).head  # tagger.models.linear.Linear
     coef = np.asarray(head.coef, np.float64)
     coef = coef - coef.mean(axis=0, keepdims=True)  # centred logits: softmax reads only their differences
     intercept = np.asarray(head.intercept, np.float64) - float(np.mean(head.intercept))
     hmean, hscale = np.asarray(head.mean, np.float64), np.asarray(head.scale, np.float64)
 
-    def logits(pen: np.ndarray) -> np.ndarray:
-        return ((pen - hmean) / hscale) @ coef.T + intercept
+    def logits(r: np.ndarray) -> np.ndarray:
+        return ((r[:, :PEN].astype(np.float64) - hmean) / hscale) @ coef.T + intercept
 
+    spread = float(logits(rows).std())
     # on the student's standardised output s (pen = s * std + mean): s @ a + c
     a = (std[:, None] / hscale[:, None]) * coef.T
     c = ((mean - hmean) / hscale) @ coef.T + intercept
-    spread = 1.0  # set from the first rows asked for, the training rows
     layer = keras.layers.Dense(len(intercept), name="head", trainable=False)
     out = layer(model.outputs[0])
+    layer.set_weights([(a / spread).astype(np.float32), (c / spread).astype(np.float32)])
     wrapped = keras.Model(model.input, [*model.outputs, out], name=model.name)
-
-    def target(rows: np.ndarray) -> np.ndarray:
-        nonlocal spread
-        z = logits(rows[:, :PEN].astype(np.float64))
-        if spread == 1.0:
-            spread = float(z.std())
-            layer.set_weights([(a / spread).astype(np.float32), (c / spread).astype(np.float32)])
-        return (z / spread).astype(np.float32)
-
-    return wrapped, target
+    return wrapped, lambda r: (logits(r) / spread).astype(np.float32)
 
 
 def gtzan_student_rows(model, mean, std) -> tuple[list[np.ndarray], list[str], list[str]]:

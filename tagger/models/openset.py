@@ -301,6 +301,23 @@ def load_plain(path: Path, source: Path) -> OpenSetDecider | None:
                               tag_head=meta["tag_head"], threshold=meta["threshold"])
 
 
+def load_decider(card: Card) -> OpenSetDecider:
+    """A card's decider: the plain arrays (``tagger.models.linear``: no scikit-learn, no pickle)
+    where they were made from its decider file, else the file itself."""
+    import logging
+
+    plain = card.directory / PLAIN_NAME
+    if plain.is_file():
+        decider = load_plain(plain, card.path)
+        if decider is not None:
+            return decider
+        logging.getLogger(__name__).warning("%s: %s was made from another %s; unpickling that",
+                                            card.name, plain.name, card.path.name)
+    import joblib
+
+    return joblib.load(card.path)
+
+
 class OpenSetModel(Model):
     """The open-set default, loaded from a card of kind ``"musicnn_openset"``.
 
@@ -316,7 +333,7 @@ class OpenSetModel(Model):
 
     def __init__(self, card: Card):
         super().__init__(card)
-        self.decider: OpenSetDecider = self._load_decider()
+        self.decider: OpenSetDecider = load_decider(card)
         if tuple(self.decider.labels) != tuple(card.labels):
             raise ValueError(f"{card.name}: card labels do not match the decider's {self.decider.labels}")
         self.decider.mtt_windows = int(card.extra.get("mtt_windows", 0))
@@ -350,21 +367,6 @@ class OpenSetModel(Model):
                                    bfloat16_verified=bf16)
         self.mtt = MusicnnFrontEnd(self._front_card(fronts["mtt"]["model"]), ("tags",), bfloat16_verified=bf16)
 
-    def _load_decider(self) -> "OpenSetDecider":
-        """The plain arrays (``tagger.models.linear``: no scikit-learn, no pickle) where they were
-        made from this card's decider file, else the file itself."""
-        import logging
-
-        plain = self.card.directory / PLAIN_NAME
-        if plain.is_file():
-            decider = load_plain(plain, self.card.path)
-            if decider is not None:
-                return decider
-            logging.getLogger(__name__).warning("%s: %s was made from another %s; unpickling that",
-                                                self.card.name, plain.name, self.card.path.name)
-        import joblib
-
-        return joblib.load(self.card.path)
 
     def _front_card(self, name: str) -> Card:
         from tagger.models import registry
