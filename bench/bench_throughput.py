@@ -18,6 +18,8 @@ M4A, then prints:
     python bench/bench_throughput.py                # 40 tracks, 2 workers
     python bench/bench_throughput.py --music DIR    # music no model here was trained on
     python bench/bench_throughput.py --quick        # CI: 4 short tracks, checks it runs
+    python bench/bench_throughput.py --music DIR --corpus KEEP   # build the corpus once into KEEP,
+                                                    # later runs scan a fresh copy of it
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -282,6 +285,9 @@ def main() -> None:
                     help="build the corpus from this folder of real music instead of GTZAN clips "
                          "(e.g. Debian's game soundtracks; see README, Throughput)")
     ap.add_argument("--quick", action="store_true", help="a few short tracks: check that it runs")
+    ap.add_argument("--corpus", type=Path, default=None,
+                    help="keep the built corpus in this folder and, when it already holds one of the same "
+                         "options, scan a fresh copy of it instead of building again")
     args = ap.parse_args()
     if args.quick:
         args.tracks, args.clips_per_track, args.tree = 4, 2, 300
@@ -302,11 +308,25 @@ def main() -> None:
         tmp = Path(tmp)
         t = time.perf_counter()
         if args.music:
-            paths = build_corpus_from(args.music, tmp, args.tracks, args.clips_per_track * 30.0, formats)
             source = f"joined from {args.music}"
         else:
-            paths = build_corpus(tmp / "music", args.tracks, args.clips_per_track, formats)
             source = "joined from GTZAN clips of one genre (the default head was trained on them)"
+        recipe = json.dumps({"music": str(args.music or ""), "tracks": args.tracks, "formats": formats,
+                             "clips_per_track": args.clips_per_track}, sort_keys=True)
+        kept = args.corpus / "recipe.json" if args.corpus else None
+        if kept and kept.exists() and kept.read_text() == recipe:
+            shutil.copytree(args.corpus / "music", tmp / "music")
+            paths = sorted((tmp / "music").rglob("track*.*"))
+            source += f", copied from {args.corpus}"
+        else:
+            if args.music:
+                paths = build_corpus_from(args.music, tmp, args.tracks, args.clips_per_track * 30.0, formats)
+            else:
+                paths = build_corpus(tmp / "music", args.tracks, args.clips_per_track, formats)
+            if kept:
+                shutil.rmtree(args.corpus, ignore_errors=True)
+                shutil.copytree(tmp / "music", args.corpus / "music")
+                kept.write_text(recipe)
         os.sync()  # a library at rest: the corpus's writeback would otherwise slow the scans' fsyncs
         from tagger import audio
 

@@ -170,8 +170,33 @@ def test_fingerprint_sees_one_flipped_audio_byte(audio_factory, fmt):
     fingerprint = tags.audio_fingerprint(path, fmt)
     data = bytearray(path.read_bytes())
     data[len(data) * 2 // 3] ^= 0x10  # well inside the audio of every format here
-    path.write_bytes(bytes(data))
-    assert tags.audio_fingerprint(path, fmt) != fingerprint
+    flipped = path.with_name("flipped" + path.suffix)
+    flipped.write_bytes(bytes(data))
+    assert tags.audio_fingerprint(flipped, fmt) != fingerprint
+    assert not tags.same_payload(path, flipped, fmt) and tags.same_payload(path, path, fmt)
+
+
+@pytest.mark.parametrize("fmt", ["ogg", "opus"])
+def test_an_ogg_payload_is_its_packets_however_the_headers_are_paged(audio_factory, fmt):
+    """A comment large enough to be cut into several pages (mutagen then renumbers every page
+    of the file, and every page's checksum changes) leaves the payload as it was; a packet of
+    the audio that changes does not."""
+    import mutagen
+
+    path = audio_factory(fmt, seconds=3.0)
+    fingerprint = tags.audio_fingerprint(path, fmt)
+    paged = path.with_name("paged" + path.suffix)
+    shutil.copyfile(path, paged)
+    f = mutagen.File(paged)
+    f["comment"] = ["x" * 20000]
+    f.save()
+    def last_page_number(p: Path) -> int:
+        data = p.read_bytes()
+        at = data.rindex(b"OggS")
+        return int.from_bytes(data[at + 18:at + 22], "little")
+
+    assert last_page_number(paged) > last_page_number(path)  # more header pages: every page renumbered
+    assert tags.audio_fingerprint(paged, fmt) == fingerprint and tags.same_payload(path, paged, fmt)
 
 
 # ---------------------------------------------------------------- safety details
@@ -253,21 +278,22 @@ def test_verification_catches_changed_audio_and_tags(tagged, tmp_path):
     original = audiofiles._open(str(path), "flac")
     current = tags.read(path, "flac")
     other_tags = family.others(original)
-    fingerprint = tags.audio_fingerprint(path, "flac")
-    tag_writing._verify(path, "flac", family, current, other_tags, fingerprint)  # the file itself passes
+    kept = tmp_path / "kept.flac"
+    shutil.copyfile(path, kept)
+    tag_writing._verify(path, "flac", family, current, other_tags, kept)  # the file itself passes
 
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     damaged = tmp_path / "damaged.flac"
     damaged.write_bytes(bytes(data))
     with pytest.raises(TagWriteError, match="audio data changed"):
-        tag_writing._verify(damaged, "flac", family, current, other_tags, fingerprint)
+        tag_writing._verify(damaged, "flac", family, current, other_tags, kept)
 
     retitled = tmp_path / "retitled.flac"
     shutil.copyfile(path, retitled)
     audiofiles.add_tags(retitled, "flac", {"title": ["Another title"]})
     with pytest.raises(TagWriteError, match="other tags changed .*TITLE"):
-        tag_writing._verify(retitled, "flac", family, current, other_tags, fingerprint)
+        tag_writing._verify(retitled, "flac", family, current, other_tags, kept)
 
 
 def test_id3v23_file_stays_v23(tagged):

@@ -42,7 +42,8 @@ Write safety (see :func:`write`)
    bytes), never into the original.
 3. The copy is verified by reading it back: our fields hold exactly the
    values meant, every other tag (frames, comments, atoms, pictures) is
-   unchanged, and :func:`audio_fingerprint` of the audio payload is unchanged.
+   unchanged, and the audio payload is the original's, byte for byte
+   (:func:`same_payload`, which reads both files at once).
 4. The copy is flushed to disk, gets the original's permission bits (and
    owner and group when the process may set them), and ``os.replace``
    moves it onto the original in one atomic step, followed by an fsync of
@@ -78,7 +79,8 @@ What counts as the payload, per format: MP3 - everything between the ID3v2
 tag(s) and a trailing ID3v1 tag; FLAC - STREAMINFO and every byte after the
 last metadata block; Ogg Vorbis/Opus - every packet except the comment
 header, with the granule positions of the audio pages (mutagen re-pages the
-headers, so page bytes and CRCs may change while packets may not); MP4 - the
+headers, so page bytes and CRCs may change while packets may not; each stream's
+lacing values, joined, give its packets' lengths however they are paged); MP4 - the
 sample description, timing table and every sample of the sound tracks read
 through the chunk offset table (so moved audio with rewritten offsets hashes
 the same, and a wrong offset does not; a fragmented MP4 adds its ``mdat``
@@ -99,10 +101,10 @@ permission bits, owner and group are).
 from __future__ import annotations
 
 from tagger.tags.fields import FIELD_TABLE, FIELDS, holds, lists_genres, shown_genre, stored
-from tagger.tags.payload import audio_fingerprint
+from tagger.tags.payload import audio_fingerprint, same_payload
 from tagger.tags.writing import (STALE_TEMP_AGE_S, TEMP_MARK, FileStat, UnreadableFrames, WriteResult, is_temp_name,
                                  read, remove_stale_temps, write)
 
 __all__ = ["FIELDS", "FIELD_TABLE", "FileStat", "WriteResult", "UnreadableFrames", "read", "write",
            "stored", "lists_genres", "shown_genre", "holds",
-           "audio_fingerprint", "TEMP_MARK", "STALE_TEMP_AGE_S", "is_temp_name", "remove_stale_temps"]
+           "audio_fingerprint", "same_payload", "TEMP_MARK", "STALE_TEMP_AGE_S", "is_temp_name", "remove_stale_temps"]

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 from tagger.errors import FileChanged, FileMissing, TaggerError, TagWriteError, UnreadableAudio
 from tagger.tags.fields import _Family, family_of, fields_of, keys_of, opener
-from tagger.tags.payload import audio_fingerprint, copy_file, reason
+from tagger.tags.payload import copy_file, reason, same_payload
 
 #: marks our temporary copies: ``.<name>.tagger-<random>.tmp`` (see :func:`is_temp_name`)
 TEMP_MARK = ".tagger-"
@@ -48,7 +48,6 @@ class WriteResult:
     after: dict[str, list[str]]
     changed: bool  # False: the values were already there, the file was not touched
     stat: FileStat  # the file's stat after the write (record it for incremental scans)
-    fingerprint: str  # audio payload hash, identical before and after
 
 
 class UnreadableFrames(TagWriteError):
@@ -121,12 +120,8 @@ def write(path: str | Path, fmt: str, values: dict[str, list[str]], *,
     except (OSError, ValueError) as e:
         raise TagWriteError(f"cannot read the tags ({reason(e)})") from None
     target = {k: list(values.get(k, before[k])) for k in before}
-    try:
-        fingerprint = audio_fingerprint(real, fmt)
-    except UnreadableAudio as e:
-        raise TagWriteError(f"not written: {e.message}") from None
     if target == before:
-        return WriteResult(before, before, False, FileStat.from_stat(st), fingerprint)
+        return WriteResult(before, before, False, FileStat.from_stat(st))
     try:
         lost = family.would_lose(real, fmt)
     except FileNotFoundError:
@@ -145,7 +140,7 @@ def write(path: str | Path, fmt: str, values: dict[str, list[str]], *,
         copy = _load(tmp, fmt, TagWriteError)
         # untouched fields stay exactly as they are stored
         family.change(copy, {k: v for k, v in target.items() if v != before[k]})
-        _verify(tmp, fmt, family, target, others, fingerprint)
+        _verify(tmp, fmt, family, target, others, real)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         _match_metadata(tmp, st)
@@ -159,7 +154,7 @@ def write(path: str | Path, fmt: str, values: dict[str, list[str]], *,
         _discard(tmp)
         raise TagWriteError(f"writing tags failed, file left as it was ({reason(e)})") from e
     _fsync_dir(folder)
-    return WriteResult(before, target, True, FileStat.of(real), fingerprint)
+    return WriteResult(before, target, True, FileStat.of(real))
 
 
 #: exactly the names :func:`_make_temp` gives: a dot, the start of the file's name, the mark,
@@ -230,7 +225,9 @@ def _load(path: str | Path, fmt: str, error: type[TaggerError]) -> Any:
 
 
 def _verify(tmp: Path, fmt: str, family: "_Family", target: dict[str, list[str]],
-            others: list[tuple[str, str]], fingerprint: str) -> None:
+            others: list[tuple[str, str]], original: Path) -> None:
+    """The copy ``tmp`` holds ``target`` in our fields, the ``others`` unchanged, and the
+    audio payload of ``original`` byte for byte; raises TagWriteError where it does not."""
     check = _load(tmp, fmt, TagWriteError)
     got = fields_of(family, check)
     if got != target:
@@ -241,7 +238,11 @@ def _verify(tmp: Path, fmt: str, family: "_Family", target: dict[str, list[str]]
         changed = sorted({k for k, _ in now} ^ {k for k, _ in others}
                          | {a[0] for a, b in zip(now, others) if a != b})
         raise TagWriteError(f"verification failed: other tags changed ({', '.join(changed)[:200]})")
-    if audio_fingerprint(tmp, fmt) != fingerprint:
+    try:
+        same = same_payload(original, tmp, fmt)
+    except UnreadableAudio as e:
+        raise TagWriteError(f"not written: {e.message}") from None
+    if not same:
         raise TagWriteError("verification failed: the audio data changed")
 
 
