@@ -90,6 +90,28 @@ def test_the_students_flops_count_and_its_agreement_check():
     assert other["written_by_teacher"] == other["written_by_student"]  # the same rows, shuffled
 
 
+def test_the_cascade_gives_the_teachers_answer_where_the_student_is_near_the_threshold():
+    """training.distill.cascade: no band is the student chain alone, a band wider than any
+    distance to the threshold is the teacher chain alone; between, the teacher hears again exactly
+    the tracks whose student answer lies within the band."""
+    from tagger.models.openset import OpenSetModel
+    from training import distill
+    from training.openset import heard
+
+    dec = OpenSetModel(registry.find("gtzan-musicnn-openset")).decider
+    rng = np.random.default_rng(5)
+    tracks = [np.concatenate([rng.normal(0, 1.5, (9, 200)), rng.uniform(0, 1, (9, 100))], 1).astype(np.float32)
+              for _ in range(8)]
+    pupil = tracks[3:] + tracks[:3]  # another chain's rows: the same decider on other tracks
+    alone = distill.agreement(dec, dec, 0.95, 0.8, tracks, pupil)
+    bands = distill.cascade(dec, dec, 0.95, 0.8, tracks, pupil, bands=(0.0, 0.1, 2.0))
+    assert bands[0]["teacher_hears_again"] == 0 and bands[0]["same_decision"] == alone["same_decision"]
+    assert bands[2]["teacher_hears_again"] == 8 and bands[2]["agreement"] == 1.0
+    assert bands[2]["teacher_windows_per_track"] == bands[2]["teacher_windows_alone"]
+    near = sum(abs(float(heard(dec, r, 0.95)[0].max()) - 0.8) < 0.1 for r in pupil)
+    assert bands[1]["teacher_hears_again"] == near
+
+
 def test_the_students_head_output_is_the_shipped_heads_logits():
     """training.distill --head-weight: the student's third output, a fixed map of its standardised
     penultimate, gives the shipped genre head's own probabilities back (centred logits, scaled)."""

@@ -312,6 +312,41 @@ def wall_clock_schedule(minutes: float, lr: float, warmup: float = 0.03):
     return Clock()
 
 
+#: the bands of the cascade measured (``cascade``): how near the threshold a student answer must be
+#: for the teacher to hear the track again
+CASCADE_BANDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+
+
+def cascade(decider, student_decider, stop: float, threshold: float, teacher: list[np.ndarray],
+            pupil: list[np.ndarray], give_up: float = 0.0, bands=CASCADE_BANDS) -> list[dict]:
+    """The student chain with the teacher behind it: a track whose student answer (the refitted
+    chain's calibrated chance for its top genre, as progressive hearing leaves it) lies within
+    ``band`` of the threshold is heard again by the teacher chain, whose answer is then written.
+    Per band: the share of tracks the teacher hears again, the same decision as the teacher chain
+    alone, and the windows the teacher heard per track against its windows alone."""
+    from training.openset import heard
+
+    answers = []
+    for rt, rs in zip(teacher, pupil):
+        pt, it = heard(decider, rt, stop, give_up)
+        ps, is_ = heard(student_decider, rs, stop, give_up)
+        gt = decider.labels[int(pt.argmax())] if pt.max() >= threshold else None
+        gs = student_decider.labels[int(ps.argmax())] if ps.max() >= threshold else None
+        answers.append((gt, gs, float(ps.max()), len(it), len(is_)))
+    n = len(answers)
+    out = []
+    for band in bands:
+        again = [abs(p - threshold) < band for _, _, p, _, _ in answers]
+        same = sum(gt == (gt if a else gs) for (gt, gs, _, _, _), a in zip(answers, again))
+        out.append({"band": band, "teacher_hears_again": sum(again), "same_decision": same,
+                    "agreement": round(same / n, 4) if n else None,
+                    "teacher_windows_per_track": round(sum(w for (_, _, _, w, _), a in zip(answers, again) if a) / n, 2)
+                    if n else None,
+                    "teacher_windows_alone": round(sum(a[3] for a in answers) / n, 2) if n else None,
+                    "student_windows": round(sum(a[4] for a in answers) / n, 2) if n else None})
+    return out
+
+
 def spread(n: int, most: int | None) -> np.ndarray:
     """Indices of at most ``most`` of ``n`` windows spread evenly (a scan's plan, roughly)."""
     return np.arange(n) if not most or n <= most else np.unique(np.linspace(0, n - 1, most).round().astype(int))
@@ -483,6 +518,8 @@ def measure(out: Path, names: list[str], refit: bool = False, most: int | None =
             res[label] = agreement(dec, d, stop, threshold, teacher, pupil)
             if give_up:
                 res[f"{label}, give_up {give_up}"] = agreement(dec, d, stop, threshold, teacher, pupil, give_up)
+        last = list(deciders.values())[-1]  # the refitted decider where there is one
+        res["cascade"] = cascade(dec, last, stop, threshold, teacher, pupil, give_up)
         report["collections"][name] = res
         print(name, json.dumps(res), flush=True)
     report["speed"] = litert_speed(model, out)
