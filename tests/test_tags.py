@@ -144,6 +144,29 @@ def test_changed_file_is_not_written(tagged, fmt):
     assert plain_fields(path, fmt) == NEW
 
 
+def test_audio_rewritten_by_another_program_during_a_write_is_said_so(tagged, monkeypatch):
+    """The copy is compared with the original as it is at the check: when another program has
+    rewritten the original's audio meanwhile, the write says the file changed, and leaves that
+    program's file in place."""
+    path = tagged("flac")
+    copy_file = tag_writing.copy_file
+
+    def copy_then_another_program_writes(src, out, size):
+        copy_file(src, out, size)
+        data = bytearray(path.read_bytes())
+        data[len(data) * 2 // 3] ^= 0x10
+        path.write_bytes(bytes(data))
+
+    monkeypatch.setattr(tag_writing, "copy_file", copy_then_another_program_writes)
+    with pytest.raises(FileChanged):
+        tags.write(path, "flac", NEW)
+    theirs = path.read_bytes()
+    assert plain_fields(path, "flac") != NEW and not list(path.parent.glob(f".*{tags.TEMP_MARK}*"))
+    monkeypatch.undo()
+    tags.write(path, "flac", NEW)
+    assert plain_fields(path, "flac") == NEW and theirs != path.read_bytes()
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_read_only_file_is_refused_and_untouched(tagged, fmt):
     path = tagged(fmt)

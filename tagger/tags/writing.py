@@ -140,7 +140,13 @@ def write(path: str | Path, fmt: str, values: dict[str, list[str]], *,
         copy = _load(tmp, fmt, TagWriteError)
         # untouched fields stay exactly as they are stored
         family.change(copy, {k: v for k, v in target.items() if v != before[k]})
-        _verify(tmp, fmt, family, target, others, real)
+        try:
+            _verify(tmp, fmt, family, target, others, real)
+        except TagWriteError:
+            # the copy is checked against the original as it is now: one changed meanwhile is said so
+            if FileStat.of(real) != FileStat.from_stat(st):
+                raise FileChanged("the file changed on disk while its tags were being written; not written") from None
+            raise
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         _match_metadata(tmp, st)
