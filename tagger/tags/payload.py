@@ -36,8 +36,8 @@ def audio_fingerprint(path: str | Path, fmt: str) -> str:
 
 def same_payload(path: str | Path, other: str | Path, fmt: str) -> bool:
     """Whether two files hold the same encoded audio payload, compared byte for byte: what
-    :func:`audio_fingerprint` hashes, read from both at once (a third of the time of hashing
-    both: a 50 MB FLAC file is compared in about 15 ms, hashed in 30).
+    :func:`audio_fingerprint` hashes, read from both at once (a 44 MB FLAC file and its copy:
+    11-15 ms, against 65 ms to hash both; 2026-12-07).
 
     Raises UnreadableAudio when either container cannot be parsed.
     """
