@@ -529,6 +529,45 @@ def measure(out: Path, names: list[str], refit: bool = False, most: int | None =
     return 0
 
 
+def cmd_bands(args) -> int:
+    """The cascade's bands on the tracks the student learnt from (the refitted decider), to choose
+    a band on them and read its agreement on the held-out tracks in ``measure``'s report."""
+    import keras
+
+    from tagger.models import registry
+    from tagger.models.openset import OpenSetModel
+    from training.openset import final_decider, folds_for
+
+    out = RUNS / args.out if args.out else RUNS
+    model = keras.models.load_model(out / "student.keras")
+    z = np.load(out / "standardise.npz")
+    mean, std = z["mean"], z["std"]
+    default = OpenSetModel(registry.find("gtzan-musicnn-openset"))
+    dec = default.decider
+    card = json.loads((default.card.directory / "card.json").read_text())
+    threshold, stop = float(dec.threshold), float(card.get("early_stop", 0.95))
+    give_up = float(card.get("give_up", 0.0))
+    rows, y, groups = gtzan_student_rows(model, mean, std)
+    sdec = final_decider(rows, y, groups, folds_for(y, groups))
+    sdec.threshold = threshold
+    report = {}
+    for name in args.collections.split(","):
+        data = load(name)
+        extra = data.get("extra", np.zeros(len(data["track"]), np.int8))
+        tr, _ = split(data, name)
+        teacher, pupil = [], []
+        for t in tr:
+            m = (data["track"] == t) & (extra == 0)
+            k = spread(int(m.sum()), args.windows)
+            teacher.append(data["rows"][m][k])
+            pupil.append(student_rows(model, data["patches"][m][k], mean, std))
+        report[name] = cascade(dec, sdec, stop, threshold, teacher, pupil, give_up)
+        print(name, len(tr), json.dumps([[b["band"], b["teacher_hears_again"], b["same_decision"]]
+                                         for b in report[name]]), flush=True)
+    (out / "bands-training-tracks.json").write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
 def cmd_measure(args) -> int:
     return measure(RUNS / args.out if args.out else RUNS, args.collections.split(","), refit=args.refit,
                    most=args.windows)
@@ -595,8 +634,12 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--windows", type=int, help="hear at most this many of each held-out track's windows, spread"
                    " evenly (a scan plans 10; default: all of them)")
     m.add_argument("--out")
+    b = sub.add_parser("bands", help="the cascade's bands on the tracks the student learnt from (to choose one)")
+    b.add_argument("--collections", default="gtzan,debian")
+    b.add_argument("--windows", type=int, default=10, help="hear at most this many of each track's windows")
+    b.add_argument("--out")
     args = ap.parse_args(argv)
-    return {"embed": cmd_embed, "train": cmd_train, "measure": cmd_measure}[args.cmd](args)
+    return {"embed": cmd_embed, "train": cmd_train, "measure": cmd_measure, "bands": cmd_bands}[args.cmd](args)
 
 
 if __name__ == "__main__":
