@@ -210,33 +210,36 @@ def student_rows(model, patches: np.ndarray, mean: np.ndarray, std: np.ndarray) 
     return np.concatenate([pen * std + mean, tags], axis=1).astype(np.float32)
 
 
-def agreement(decider, student_decider, stop: float, threshold: float, teacher: list[np.ndarray],
-              pupil: list[np.ndarray], give_up: float = 0.0) -> dict:
-    """Progressive hearing of each track: the teacher chain (the shipped decider on the teacher's
-    rows) against the student chain (``student_decider`` on the student's rows): same written
-    genre (or both silent)."""
+def answers(decider, student_decider, stop: float, threshold: float, teacher: list[np.ndarray],
+            pupil: list[np.ndarray], give_up: float = 0.0) -> list[tuple]:
+    """Progressive hearing of each track by the teacher chain (``decider`` on the teacher's rows)
+    and the student chain (``student_decider`` on the student's rows): per track (teacher's genre,
+    student's genre (None: silent), the student's top chance, windows the teacher heard, windows
+    the student heard)."""
     from training.openset import heard
 
-    labels = decider.labels
-    same = same_written = written_t = written_s = 0
-    heard_t = heard_s = 0
+    out = []
     for rt, rs in zip(teacher, pupil):
         pt, it = heard(decider, rt, stop, give_up)
         ps, is_ = heard(student_decider, rs, stop, give_up)
-        gt = labels[int(pt.argmax())] if pt.max() >= threshold else None
+        gt = decider.labels[int(pt.argmax())] if pt.max() >= threshold else None
         gs = student_decider.labels[int(ps.argmax())] if ps.max() >= threshold else None
-        same += gt == gs
-        same_written += gt is not None and gt == gs
-        written_t += gt is not None
-        written_s += gs is not None
-        heard_t += len(it)
-        heard_s += len(is_)
-    n = len(teacher)
-    return {"tracks": n, "same_decision": same, "agreement": round(same / n, 4) if n else None,
-            "written_by_teacher": written_t, "written_by_student": written_s,
-            "written_same_genre": same_written,
-            "windows_heard_teacher": round(heard_t / n, 2) if n else None,
-            "windows_heard_student": round(heard_s / n, 2) if n else None}
+        out.append((gt, gs, float(ps.max()), len(it), len(is_)))
+    return out
+
+
+def agreement(decider, student_decider, stop: float, threshold: float, teacher: list[np.ndarray],
+              pupil: list[np.ndarray], give_up: float = 0.0) -> dict:
+    """The teacher chain against the student chain (``answers``): same written genre (or both silent)."""
+    got = answers(decider, student_decider, stop, threshold, teacher, pupil, give_up)
+    n = len(got)
+    return {"tracks": n, "same_decision": sum(gt == gs for gt, gs, *_ in got),
+            "agreement": round(sum(gt == gs for gt, gs, *_ in got) / n, 4) if n else None,
+            "written_by_teacher": sum(gt is not None for gt, *_ in got),
+            "written_by_student": sum(gs is not None for _, gs, *_ in got),
+            "written_same_genre": sum(gt is not None and gt == gs for gt, gs, *_ in got),
+            "windows_heard_teacher": round(sum(a[3] for a in got) / n, 2) if n else None,
+            "windows_heard_student": round(sum(a[4] for a in got) / n, 2) if n else None}
 
 
 def cmd_embed(args) -> int:
@@ -324,26 +327,18 @@ def cascade(decider, student_decider, stop: float, threshold: float, teacher: li
     ``band`` of the threshold is heard again by the teacher chain, whose answer is then written.
     Per band: the share of tracks the teacher hears again, the same decision as the teacher chain
     alone, and the windows the teacher heard per track against its windows alone."""
-    from training.openset import heard
-
-    answers = []
-    for rt, rs in zip(teacher, pupil):
-        pt, it = heard(decider, rt, stop, give_up)
-        ps, is_ = heard(student_decider, rs, stop, give_up)
-        gt = decider.labels[int(pt.argmax())] if pt.max() >= threshold else None
-        gs = student_decider.labels[int(ps.argmax())] if ps.max() >= threshold else None
-        answers.append((gt, gs, float(ps.max()), len(it), len(is_)))
-    n = len(answers)
+    got = answers(decider, student_decider, stop, threshold, teacher, pupil, give_up)
+    n = len(got)
     out = []
     for band in bands:
-        again = [abs(p - threshold) < band for _, _, p, _, _ in answers]
-        same = sum(gt == (gt if a else gs) for (gt, gs, _, _, _), a in zip(answers, again))
+        again = [abs(p - threshold) < band for _, _, p, _, _ in got]
+        same = sum(a or gt == gs for (gt, gs, *_), a in zip(got, again))
         out.append({"band": band, "teacher_hears_again": sum(again), "same_decision": same,
                     "agreement": round(same / n, 4) if n else None,
-                    "teacher_windows_per_track": round(sum(w for (_, _, _, w, _), a in zip(answers, again) if a) / n, 2)
+                    "teacher_windows_per_track": round(sum(g[3] for g, a in zip(got, again) if a) / n, 2)
                     if n else None,
-                    "teacher_windows_alone": round(sum(a[3] for a in answers) / n, 2) if n else None,
-                    "student_windows": round(sum(a[4] for a in answers) / n, 2) if n else None})
+                    "teacher_windows_alone": round(sum(g[3] for g in got) / n, 2) if n else None,
+                    "student_windows": round(sum(g[4] for g in got) / n, 2) if n else None})
     return out
 
 
@@ -477,33 +472,47 @@ def gtzan_student_rows(model, mean, std) -> tuple[list[np.ndarray], list[str], l
     return rows, y, groups
 
 
-def measure(out: Path, names: list[str], refit: bool = False, most: int | None = None) -> int:
-    """Held-out agreement of the student chain with the teacher chain, FLOPs and LiteRT speed."""
+def trained(out: Path):
+    """A run's student and the standardisation of its penultimate: (model, mean, std)."""
     import keras
 
+    z = np.load(out / "standardise.npz")
+    return keras.models.load_model(out / "student.keras"), z["mean"], z["std"]
+
+
+def shipped_chain():
+    """The shipped default's decider and how it hears: (decider, threshold, early stop, give-up)."""
     from tagger.models import registry
     from tagger.models.openset import OpenSetModel
 
-    model = keras.models.load_model(out / "student.keras")
-    z = np.load(out / "standardise.npz")
-    mean, std = z["mean"], z["std"]
-    _, held_tracks = held_out(names, most)
     default = OpenSetModel(registry.find("gtzan-musicnn-openset"))
-    dec = default.decider
     card = json.loads((default.card.directory / "card.json").read_text())
-    threshold, stop = float(dec.threshold), float(card.get("early_stop", 0.95))
-    give_up = float(card.get("give_up", 0.0))  # the shipped chain's; the first run heard without it
+    dec = default.decider
+    # the give-up is the shipped chain's; the first run heard without it
+    return dec, float(dec.threshold), float(card.get("early_stop", 0.95)), float(card.get("give_up", 0.0))
+
+
+def refitted_decider(model, mean, std, threshold: float):
+    """The decider refitted on the student's rows of every GTZAN clip, at the shipped threshold."""
+    from training.openset import final_decider, folds_for
+
+    rows, y, groups = gtzan_student_rows(model, mean, std)
+    sdec = final_decider(rows, y, groups, folds_for(y, groups))
+    sdec.threshold = threshold
+    return sdec
+
+
+def measure(out: Path, names: list[str], refit: bool = False, most: int | None = None) -> int:
+    """Held-out agreement of the student chain with the teacher chain, FLOPs and LiteRT speed."""
+    model, mean, std = trained(out)
+    _, held_tracks = held_out(names, most)
+    dec, threshold, stop, give_up = shipped_chain()
     train = json.loads((out / "train.json").read_text()) if (out / "train.json").is_file() else {}
     report = {**train, "threshold": threshold, "stop": stop, "give_up": give_up, "collections": {}}
     deciders = {"shipped decider": dec}
     if refit:
-        from training.openset import final_decider, folds_for
-
         t0 = time.time()
-        rows, y, groups = gtzan_student_rows(model, mean, std)
-        sdec = final_decider(rows, y, groups, folds_for(y, groups))
-        sdec.threshold = threshold
-        deciders["decider refitted on the student's rows"] = sdec
+        deciders["decider refitted on the student's rows"] = refitted_decider(model, mean, std, threshold)
         report["refit_seconds"] = round(time.time() - t0)
     for name, tracks in held_tracks.items():
         teacher = [r for r, _ in tracks]
@@ -532,24 +541,10 @@ def measure(out: Path, names: list[str], refit: bool = False, most: int | None =
 def cmd_bands(args) -> int:
     """The cascade's bands on the tracks the student learnt from (the refitted decider), to choose
     a band on them and read its agreement on the held-out tracks in ``measure``'s report."""
-    import keras
-
-    from tagger.models import registry
-    from tagger.models.openset import OpenSetModel
-    from training.openset import final_decider, folds_for
-
     out = RUNS / args.out if args.out else RUNS
-    model = keras.models.load_model(out / "student.keras")
-    z = np.load(out / "standardise.npz")
-    mean, std = z["mean"], z["std"]
-    default = OpenSetModel(registry.find("gtzan-musicnn-openset"))
-    dec = default.decider
-    card = json.loads((default.card.directory / "card.json").read_text())
-    threshold, stop = float(dec.threshold), float(card.get("early_stop", 0.95))
-    give_up = float(card.get("give_up", 0.0))
-    rows, y, groups = gtzan_student_rows(model, mean, std)
-    sdec = final_decider(rows, y, groups, folds_for(y, groups))
-    sdec.threshold = threshold
+    model, mean, std = trained(out)
+    dec, threshold, stop, give_up = shipped_chain()
+    sdec = refitted_decider(model, mean, std, threshold)
     report = {}
     for name in args.collections.split(","):
         data = load(name)
