@@ -167,8 +167,6 @@ def bounds(paths: list[Path], model_name: str, how, runtime_name: str = "keras")
 
 def tag_write_ms(paths: list[Path]) -> float:
     """Per track: read the tags and write ours as a scan does (copy, verify, fsync, replace), on copies."""
-    import shutil
-
     from tagger import formats, tags
 
     values = {"genre": ["Rock"], "confidence": ["0.900"], "model": ["bench 1"]}

