@@ -31,7 +31,7 @@ class Hearing:
     first: int = 3
     step: int = 2
     stop: float = 0.95  # the default model's card: early_stop
-    give_up: float = 0.05  # the default model's card: give_up
+    give_up: float = 0.1  # the default model's card: give_up
 
 
 @dataclass(frozen=True)

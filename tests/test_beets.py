@@ -21,7 +21,7 @@ import pytest
 from tagger import tags
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = "gtzan-musicnn-openset 1"
+DEFAULT = "gtzan-musicnn-openset 2"
 
 pytestmark = pytest.mark.slow
 

@@ -89,7 +89,7 @@ def test_precision_setting(tmp_path):
 def test_progressive_settings(tmp_path):
     none = tmp_path / "none.toml"
     s = config.load(config_file=none, environ={})
-    assert (s.first_windows, s.window_step, s.early_stop, s.give_up) == (3, 2, 0.95, 0.05)
+    assert (s.first_windows, s.window_step, s.early_stop, s.give_up) == (3, 2, 0.95, 0.1)
     s = config.load(config_file=none, environ={"TAGGER_FIRST_WINDOWS": "0", "TAGGER_EARLY_STOP": "0.9",
                                                "TAGGER_WINDOW_STEP": "1", "TAGGER_GIVE_UP": "0"})
     assert (s.first_windows, s.window_step, s.early_stop, s.give_up) == (0, 1, 0.9, 0.0)

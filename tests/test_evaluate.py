@@ -9,6 +9,7 @@ from tagger import audio
 from tagger.evaluate import (evaluate, items_from_csv, items_from_folder, items_from_tags, render_text,
                              written_scores)
 from tagger.models import registry
+from tagger.options import MIN_CONFIDENCE, Hearing
 
 
 def test_evaluate_scores_what_the_model_predicts(gtzan, test_model_dir, tmp_path):
@@ -38,11 +39,12 @@ def test_evaluate_scores_what_the_model_predicts(gtzan, test_model_dir, tmp_path
     assert res["macro_f1"] == round(np.mean([res["per_class"][lab]["f1"] for lab in tested]), 4)
     text = render_text(res)
     assert f"accuracy {res['accuracy']:.3f}" in text and "rock" in text and "1 unreadable" in text
-    assert "(first 3, then 2 at a time, stop at 0.95 or when no answer's chance reaches 0.05)" in text
+    h = Hearing()  # the defaults, which the default model's card sets
+    assert f"(first 3, then 2 at a time, stop at {h.stop:g} or when no answer's chance reaches {h.give_up:g})" in text
     # what a scan at the threshold would write, from the same predictions
     w = res["at_threshold"]
     written = [p for p in res["predictions"] if p["confidence"] >= w["threshold"]]
-    assert w["threshold"] == 0.8 and w["written"] == len(written)
+    assert w["threshold"] == MIN_CONFIDENCE and w["written"] == len(written)
     assert w["written_wrong"] == sum(p["true"] != p["predicted"] for p in written)
     assert w["coverage"] == round(len(written) / 4, 4)
     assert f"calibration error (ECE) {w['ece']:.3f}" in text

@@ -137,7 +137,7 @@ def test_scan_writes_open_genres_and_leaves_unsure_files_untagged(default_settin
     for path, fmt in ((synth, "mp3"), (jazz, "mp3")):
         ours = tags.read(path, fmt)
         assert float(ours["confidence"][0]) >= default_settings.min_confidence
-        assert ours["model"] == [f"{DEFAULT} 1"]
+        assert ours["model"] == [f"{DEFAULT} {registry.find(DEFAULT).version}"]
     # nothing written into the file the chain could not name, audio and the user's tags untouched
     assert audiofiles.all_tags(hum, "flac") == before_tags
     assert not any(tags.read(hum, "flac").values())
@@ -393,3 +393,33 @@ def test_later_windows_run_musicnn_msd_only_and_decide_the_same(model, gtzan):
         dec.mtt_windows = 3
     assert not np.allclose(every, dec.evidence(rows).tag_scores)
     np.testing.assert_allclose(dec.evidence(rows).tag_scores, dec.evidence(mixed).tag_scores, atol=0.02)
+
+
+def test_familiarity_with_groups_compares_a_track_with_other_albums_not_one_albums_tightness():
+    """Familiarity.fit(groups=): a genre's own figure is how near its clips come to clips of other
+    groups (runs of ids: albums), so a track of a new album lying as far from the known albums as
+    they lie from each other is as familiar as they are (novelty near 0), where measured against
+    one album's tightness it would look far off. A genre of one group takes the others' figure."""
+    from tagger.models.openset import Familiarity
+
+    rng = np.random.default_rng(0)
+    albums = {"a": (0.0, 0.0), "b": (1.0, 0.0), "c": (0.0, 1.0), "d": (5.0, 5.0)}
+    means, labels, groups = [], [], []
+    for group, centre in albums.items():
+        for _ in range(4):  # more than the 3 nearest a genre's figure counts
+            means.append(np.array(centre) + rng.normal(scale=0.01, size=2))
+            labels.append(1 if group == "d" else 0)
+            groups.append(group)
+    means, labels, groups = np.array(means), np.array(labels), np.array(groups)
+    new_album = np.array([1.0, 1.0])
+    by_album = Familiarity.fit(means, labels)
+    across = Familiarity.fit(means, labels, groups)
+    assert by_album.novelty(new_album, genre=0) > 3.0
+    assert abs(across.novelty(new_album, genre=0)) < 0.3
+    # a clip of a known album is nearer than the albums are to each other
+    assert across.novelty(means[0], genre=0) < -1.0
+    # genre 1 is one album: it takes genre 0's figure (the median of the genres that span two groups)
+    assert across.genre_references[1] == pytest.approx(across.genre_references[0])
+    assert by_album.genre_references[1] < 0.1 * across.genre_references[1]
+    # the overall figure (what a genre the head cannot name is judged by) is not per genre: as before
+    assert across.reference == pytest.approx(by_album.reference)

@@ -129,7 +129,7 @@ def test_the_api_hears_a_file_as_a_scan_does(tmp_path):
             assert doc["windows"] == len(clip.windows) and doc["model"] == registry.default_chain()[0], path
             assert doc["genre"] == want.genre and doc["confidence"] == pytest.approx(want.confidence, abs=1e-3)
             alone[path] = doc
-        assert alone[paths[0]]["windows"] == 3  # a clear track: the first windows decide
+        assert alone[paths[1]]["windows"] == 3  # a clear track (jazz.00003): the first windows decide
         # overlapping requests share model calls, and each still gets its own answer
         with ThreadPoolExecutor(4) as pool:
             together = list(pool.map(lambda p: predict_file(p, settings, batcher), paths * 2))
@@ -144,16 +144,18 @@ def test_the_api_hears_a_file_as_a_scan_does(tmp_path):
 @needs_gtzan
 def test_a_track_no_answer_can_win_stops_at_the_give_up():
     # the open-set default after the first 3 windows of this clip: its likelier candidate has a
-    # chance of about 0.38; hearing all nine makes it jazz at 0.84, above the 0.8 threshold
+    # chance of about 0.58; two more windows make it blues at 0.98, above the 0.8 threshold
     model = registry.load("gtzan-musicnn-openset")
-    path = GTZAN / "jazz" / "jazz.00000.mp3"
-    hopeless = progressive.hear(model, path, "mp3", progressive.Hearing(10, 3, 2, 0.95, give_up=0.5))
+    path = GTZAN / "blues" / "blues.00092.mp3"
+    hopeless = progressive.hear(model, path, "mp3", progressive.Hearing(10, 3, 2, 0.95, give_up=0.7))
     assert hopeless.windows == 3
     rows = model.window_probs(hopeless.clip)
-    assert model.prospect(rows) < 0.5
+    assert model.prospect(rows) < 0.7
     assert hopeless.probs.max() <= model.prospect(rows)  # unsure: no entry above the best chance
     assert np.allclose(hopeless.probs, model.from_windows(rows))
-    for give_up in (0.0, 0.05):  # 0: never; the card's 0.05 is below this clip's chance, so it hears on
+    card_give_up = model.card.extra["give_up"]
+    assert card_give_up < 0.5
+    for give_up in (0.0, card_give_up):  # 0: never; the card's is below this clip's chance, so it hears on
         heard = progressive.hear(model, path, "mp3", progressive.Hearing(10, 3, 2, 0.95, give_up=give_up))
-        assert heard.windows == heard.planned and heard.probs.max() >= 0.8
-        assert model.card.labels[int(np.argmax(heard.probs))] == "jazz"
+        assert heard.windows > 3 and heard.probs.max() >= 0.8
+        assert model.card.labels[int(np.argmax(heard.probs))] == "blues"

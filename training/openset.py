@@ -56,6 +56,11 @@ OPEN_SHARE = 0.5
 #: the threshold (``acceptable``); 0.33-0.67 were tried (training/README.md) and not kept: more
 #: classical tags on Wesnoth's scores, fewer electronic ones and blues/jazz on adventure-game pieces
 TAGGED_SHARE = 0.0
+#: a genre's own figure of familiarity is measured between clips of different runs of ids only
+#: (``Familiarity.fit(groups=)``): a new track is by an artist the head never heard, and "as near
+#: to the genre as its training clips" should mean as near as they come to other albums of it, not
+#: to their own album's tracks. False: against every other clip (the recipe until 2026-12-07)
+ACROSS_GROUPS = True
 #: the labelled collection of other recordings (``python -m training.openset_embed F.csv --name tagged``)
 TAGGED = "tagged"
 #: the early-stop values tried (progressive hearing stops once the answer reaches one; 1.01: never)
@@ -89,10 +94,13 @@ def fit_head(rows: list[np.ndarray], y: list[str], labels: tuple[str, ...]):
     return pipe
 
 
-def fit_decider(rows: list[np.ndarray], y: list[str]) -> OpenSetDecider:
+def fit_decider(rows: list[np.ndarray], y: list[str], groups: list[str] | None = None) -> OpenSetDecider:
+    """Head and familiarity; with ``groups`` (and ``ACROSS_GROUPS``), a genre's own figure of
+    familiarity is measured between clips of different runs of ids only."""
     labels = tuple(sorted(set(y)))
     head = fit_head(rows, y, labels)
-    fam = Familiarity.fit(np.stack([r[:, :200].mean(axis=0) for r in rows]), np.array([labels.index(g) for g in y]))
+    fam = Familiarity.fit(np.stack([r[:, :200].mean(axis=0) for r in rows]), np.array([labels.index(g) for g in y]),
+                          np.asarray(groups) if groups is not None and ACROSS_GROUPS else None)
     return OpenSetDecider(head, labels, fam)
 
 
@@ -115,16 +123,16 @@ def episodes(rows: list[np.ndarray], y: list[str], groups: list[str], folds, fir
                                 "right": g == y[i], "true": y[i]})
 
     for k, (tr, te) in enumerate(folds):
-        score(fit_decider([rows[i] for i in tr], [y[i] for i in tr]), te, "cv", str(k))
+        score(fit_decider([rows[i] for i in tr], [y[i] for i in tr], [groups[i] for i in tr]), te, "cv", str(k))
     for g in sorted(set(y)):
         tr = [i for i in range(len(y)) if y[i] != g]
         te = [i for i in range(len(y)) if y[i] == g]
-        score(fit_decider([rows[i] for i in tr], [y[i] for i in tr]), te, "logo", g)
+        score(fit_decider([rows[i] for i in tr], [y[i] for i in tr], [groups[i] for i in tr]), te, "logo", g)
     return out
 
 
-def tagged_episodes(rows: list[np.ndarray], y: list[str], name: str = TAGGED, first: int = 3,
-                    step: int = 2) -> list[dict]:
+def tagged_episodes(rows: list[np.ndarray], y: list[str], gtzan_groups: list[str] | None = None,
+                    name: str = TAGGED, first: int = 3, step: int = 2) -> list[dict]:
     """Every candidate row of the artist-tagged collection ``name`` at every stage of hearing, the
     head trained on every GTZAN clip (as shipped): ``{clip, kind: "tagged", held: group, group,
     stage, genre, x, right, true}``; [] when the collection is not embedded. Its genres need not
@@ -138,7 +146,7 @@ def tagged_episodes(rows: list[np.ndarray], y: list[str], name: str = TAGGED, fi
     trows = track_rows(data)
     ty = [str(g) for g in data["genres"]]
     groups = [str(g) for g in data["groups"]] if "groups" in data else [str(i).split("__")[0] for i in data["ids"]]
-    dec = fit_decider(rows, y)
+    dec = fit_decider(rows, y, gtzan_groups)
     out = []
     for i, r in enumerate(trows):
         heard_: list[int] = []
@@ -391,7 +399,7 @@ def nested_gtzan() -> tuple[list[np.ndarray], list[str], list[str], list, list[d
     data, _, y, groups = gtzan_data()
     rows = track_rows(data)
     folds = folds_for(y, groups)
-    eps = episodes(rows, y, groups, folds) + tagged_episodes(rows, y)
+    eps = episodes(rows, y, groups, folds) + tagged_episodes(rows, y, groups)
     return rows, y, groups, folds, eps, nested_probs(eps, y, folds)
 
 
@@ -404,8 +412,8 @@ def folds_for(y, groups):
 
 def final_decider(rows, y, groups, folds, eps=None) -> OpenSetDecider:
     """Head and familiarity on every clip; calibrator on every episode row."""
-    eps = eps if eps is not None else episodes(rows, y, groups, folds) + tagged_episodes(rows, y)
-    dec = fit_decider(rows, y)
+    eps = eps if eps is not None else episodes(rows, y, groups, folds) + tagged_episodes(rows, y, groups)
+    dec = fit_decider(rows, y, groups)
     dec.calibrator = fit_calibrator(np.stack([e["x"] for e in eps]), np.array([e["right"] for e in eps]),
                                     weights(eps, y))
     return dec
@@ -523,10 +531,12 @@ def nested_tagged(dec: list[dict], t: float) -> dict:
 
 
 def cmd_cv(args) -> int:
-    global TAGGED_SHARE
+    global TAGGED_SHARE, ACROSS_GROUPS
     t0 = time.time()
     if getattr(args, "tagged_share", None) is not None:
         TAGGED_SHARE = args.tagged_share
+    if getattr(args, "familiar_within_runs", False):
+        ACROSS_GROUPS = False
     rows, y, groups, folds, eps, probs = nested_gtzan()
     t, stop, dec = choose(eps, probs)
     give_up, give_up_sweep = choose_give_up(eps, probs, t, stop)
@@ -590,7 +600,8 @@ def cmd_cv(args) -> int:
     RUNS.mkdir(parents=True, exist_ok=True)
     (RUNS / "report.json").write_text(json.dumps(report, indent=1))
     reliability_png(bins, RUNS / "reliability.png",
-                    f"{len(dec)} nested decisions (grouped CV + leave-one-genre-out)\nECE {err:.3f}")
+                    f"{len(dec)} nested decisions (grouped CV + leave-one-genre-out"
+                    f"{' + artist-tagged' if any(d['kind'] == 'tagged' for d in dec) else ''})\nECE {err:.3f}")
     print(json.dumps({k: report[k] for k in ("threshold", "early_stop", "give_up", "windows_heard", "pooled_precision",
                                               "at_threshold", "ece", "sweep_early_stop", "sweep_give_up")}, indent=1))
     for g, v in per_genre.items():
@@ -735,9 +746,12 @@ def cmd_bf16(args) -> int:
 
         card_path = Path(args.model) / "card.json"
         card = json.loads(card_path.read_text())
+        from tagger.models.runtime import cpu_flags
+
+        native = sorted((cpu_flags() or frozenset()) & {"avx512_bf16", "amx_bf16"})
         card["bfloat16"] = {
-            "checked": datetime.date.today().isoformat() + ", on this machine kind (AVX512-BF16): the same "
-                       "windows' network outputs in float32 and bfloat16, heard progressively",
+            "checked": datetime.date.today().isoformat() + f", on a CPU with {' and '.join(native) or 'no native bfloat16'}: "
+                       "the same windows' network outputs in float32 and bfloat16, heard progressively",
             "command": "python -m training.openset_embed gtzan --precision bfloat16 && python -m "
                        "training.openset_embed DEBIAN_MUSIC --name debian --precision bfloat16 && "
                        "python -m training.openset bf16 --write",
@@ -794,9 +808,14 @@ def main(argv: list[str] | None = None) -> int:
     cv = sub.add_parser("cv", help="nested CV, leave-one-genre-out, calibration, threshold, Debian check")
     cv.add_argument("--tagged-share", type=float, help=f"the calibrators' weight on artist-tagged music "
                     f"(default {TAGGED_SHARE}; 0: none)")
+    cv.add_argument("--familiar-within-runs", action="store_true",
+                    help="measure the training clips' familiarity against every other clip, their own run of "
+                         "ids too (the recipe until 2026-12-07)")
     tr = sub.add_parser("train", help="fit on every clip and write the artifact")
     tr.add_argument("--out", required=True)
     tr.add_argument("--name", default="gtzan-musicnn-openset")
+    tr.add_argument("--version", default="2", help="the card's version, written into every file tagged with it "
+                    "(1: the recipe until 2026-12-07, familiarity within runs of ids)")
     bf = sub.add_parser("bf16", help="the shipped decider on float32 vs bfloat16 network outputs")
     bf.add_argument("--model", default=str(ROOT / "tagger" / "models" / "artifacts" / "gtzan-musicnn-openset"))
     bf.add_argument("--write", action="store_true", help="record the check in the card (enables bfloat16 there)")
@@ -829,6 +848,12 @@ def cmd_plain(args) -> int:
     return 0
 
 
+#: entries of an earlier card in the same folder that ``train`` keeps: the LiteRT and ONNX exports of
+#: the networks, made from the weights, not the decider. The checks of the decider (bfloat16, the
+#: give-up, mtt_windows, the artist-tagged check) are run again on the new one (training/README.md)
+DECIDER_FREE = ("runtimes",)
+
+
 def cmd_train(args) -> int:
     """Measure (as ``cv``), then fit on every clip and write the artifact with its card."""
     import datetime
@@ -851,7 +876,7 @@ def cmd_train(args) -> int:
     from tagger.features import MUSICNN_PARAMS
 
     card = {
-        "name": args.name, "version": "1", "kind": "musicnn_openset", "labels": list(dec.labels),
+        "name": args.name, "version": args.version, "kind": "musicnn_openset", "labels": list(dec.labels),
         "file": "decider.joblib", "features": dict(MUSICNN_PARAMS),
         "frontends": {"msd": {"model": "musicnn-msd", "taps": ["penultimate", "tags"]},
                       "mtt": {"model": "musicnn-mtt", "taps": ["tags"]},
@@ -862,7 +887,11 @@ def cmd_train(args) -> int:
                 "(tagger.genres.OPEN_TABLE over musicnn-msd's and musicnn-mtt's tags); one logistic-regression "
                 "calibrator per candidate kind (agree / head only / tags only) on the features "
                 + ", ".join(FEATURES) + ", fitted on grouped 5-fold CV rows and leave-one-genre-out rows, "
-                f"weighted {1 - OPEN_SHARE:.0%} / {OPEN_SHARE:.0%} with every genre alike; the likelier candidate "
+                f"weighted {1 - OPEN_SHARE:.0%} / {OPEN_SHARE:.0%} with every genre alike; a genre's novelty "
+                "is the distance to its nearest training clips over how near its training clips come to "
+                + ("its clips of other runs of ids (other albums; a genre of one run in a fold: the other "
+                   "genres' median)" if ACROSS_GROUPS else "any other of its clips")
+                + "; the likelier candidate "
                 "is the answer and its calibrated probability the confidence; below the threshold the head's "
                 "candidate is named first (it is right more often on music of its genres) and nothing is written"),
         "why": ("the head alone is sure and wrong on music outside its ten genres (leave-one-genre-out: "
@@ -873,7 +902,8 @@ def cmd_train(args) -> int:
         "data": {"dataset": "gtzan", "tracks": len(y), "per_genre": {g: y.count(g) for g in sorted(set(y))},
                  "group_size": 5, "windows": "as a scan hears a 30 s clip: tagger.audio.plan, 9 windows"},
         "split": "trained on all 218 clips; every figure below is nested out-of-fold (see metrics)",
-        "command": f"python -m training.openset_embed gtzan && python -m training.openset train --out {args.out}",
+        "command": (f"python -m training.openset_embed gtzan && python -m training.openset train --out {args.out} "
+                    f"--version {args.version}"),
         "early_stop": report["early_stop"],
         "give_up": report["give_up"],
         "metrics": {k: report[k] for k in ("sample_note", "threshold", "early_stop", "give_up", "windows_heard",
@@ -887,7 +917,11 @@ def cmd_train(args) -> int:
         "seed": SEED,
         "licence": "the head and calibrator: this project's; the front ends: musicnn's ISC licence",
     }
-    (out / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+    previous = out / "card.json"
+    if previous.is_file():
+        # the networks' exports do not depend on the decider (a worker checks their weights' digests)
+        card.update({k: v for k, v in json.loads(previous.read_text()).items() if k in DECIDER_FREE})
+    previous.write_text(json.dumps(card, indent=1) + "\n")
     print(f"wrote {out}")
     return 0
 

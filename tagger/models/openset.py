@@ -84,23 +84,46 @@ class Familiarity:
     genre_references: np.ndarray | None = None  # per head label, its clips' own figure
 
     @classmethod
-    def fit(cls, track_means: np.ndarray, labels: np.ndarray | None = None) -> "Familiarity":
+    def fit(cls, track_means: np.ndarray, labels: np.ndarray | None = None,
+            groups: np.ndarray | None = None) -> "Familiarity":
+        """``groups``: each clip's group (a run of consecutive ids: an album, an artist). A genre's
+        own figure is then measured between clips of different groups only: how near a clip comes
+        to other albums of its genre, which is what a track by an unheard artist is compared with,
+        not how tight one album is. A genre whose clips are all of one group (a fold of cross-
+        validation may hold one run of a minor genre) takes the median figure of the others. The
+        overall figure stays measured against any other clip: it is what a candidate the head
+        cannot name (electronic, ambient) is judged by, and measured between groups it made the
+        calibrators turn down electronic soundtracks (training/README.md, "Familiarity between
+        albums")."""
         mean = track_means.mean(axis=0)
         scale = track_means.std(axis=0) + 1e-6
         pts = ((track_means - mean) / scale).astype(np.float32)
         d = np.sqrt(((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1))
         np.fill_diagonal(d, np.inf)
-        k = min(K_NEAREST, len(pts) - 1)
-        ref = float(np.median(np.sort(d, axis=1)[:, :k].mean(axis=1)))
+        ref = _nearest_figure(d, K_NEAREST)
         refs = None
         if labels is not None:
             labels = np.asarray(labels)
             refs = np.full(int(labels.max()) + 1, ref)
+            across = d.copy()
+            if groups is not None:
+                groups = np.asarray(groups)
+                across[groups[:, None] == groups[None, :]] = np.inf
+            alone = []
             for g in np.unique(labels):
                 m = labels == g
-                if m.sum() > 1:
-                    kg = min(K_GENRE, int(m.sum()) - 1)
-                    refs[g] = float(np.median(np.sort(d[np.ix_(m, m)], axis=1)[:, :kg].mean(axis=1)))
+                if groups is not None and len(set(groups[m])) < 2:
+                    alone.append(g)
+                elif m.sum() > 1:
+                    refs[g] = _nearest_figure(across[np.ix_(m, m)], K_GENRE)
+            placed = [g for g in np.unique(labels) if g not in alone]
+            if alone and placed:
+                refs[alone] = float(np.median(refs[placed]))
+            elif alone:  # no genre spans two groups: within groups, as without them
+                for g in alone:
+                    m = labels == g
+                    if m.sum() > 1:
+                        refs[g] = _nearest_figure(d[np.ix_(m, m)], K_GENRE)
         return cls(mean, scale, pts, ref, labels, refs)
 
     def distances(self, track_mean: np.ndarray) -> np.ndarray:
@@ -114,6 +137,16 @@ class Familiarity:
             return float(np.log(np.sort(d)[:min(K_NEAREST, len(d))].mean() / self.reference))
         d = d[self.point_labels == genre]
         return float(np.log(np.sort(d)[:min(K_GENRE, len(d))].mean() / self.genre_references[genre]))
+
+
+def _nearest_figure(d: np.ndarray, k: int) -> float:
+    """The median over clips (rows) of the mean distance to their ``k`` nearest (inf: not a
+    neighbour; a clip with fewer finite distances averages those it has, one with none is left out)."""
+    near = np.sort(d, axis=1)[:, :min(k, d.shape[1] - 1)]
+    finite = np.isfinite(near)
+    counted = finite.sum(axis=1)
+    keep = counted > 0
+    return float(np.median(np.where(finite, near, 0.0).sum(axis=1)[keep] / counted[keep]))
 
 
 def kind_of(x: np.ndarray) -> str:
