@@ -232,9 +232,8 @@ def agreement(decider, student_decider, stop: float, threshold: float, teacher: 
               pupil: list[np.ndarray], give_up: float = 0.0) -> dict:
     """The teacher chain against the student chain (``answers``): same written genre (or both silent)."""
     got = answers(decider, student_decider, stop, threshold, teacher, pupil, give_up)
-    n = len(got)
-    return {"tracks": n, "same_decision": sum(gt == gs for gt, gs, *_ in got),
-            "agreement": round(sum(gt == gs for gt, gs, *_ in got) / n, 4) if n else None,
+    n, same = len(got), sum(gt == gs for gt, gs, *_ in got)
+    return {"tracks": n, "same_decision": same, "agreement": round(same / n, 4) if n else None,
             "written_by_teacher": sum(gt is not None for gt, *_ in got),
             "written_by_student": sum(gs is not None for _, gs, *_ in got),
             "written_same_genre": sum(gt is not None and gt == gs for gt, gs, *_ in got),
@@ -347,6 +346,18 @@ def spread(n: int, most: int | None) -> np.ndarray:
     return np.arange(n) if not most or n <= most else np.unique(np.linspace(0, n - 1, most).round().astype(int))
 
 
+def scan_windows(data: dict, tracks, most: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each track's scan-like windows (no shifted extras), at most ``most`` of them spread evenly:
+    (teacher rows, patches) per track."""
+    extra = data.get("extra", np.zeros(len(data["track"]), np.int8))
+    out = []
+    for t in tracks:
+        m = (data["track"] == t) & (extra == 0)
+        k = spread(int(m.sum()), most)
+        out.append((data["rows"][m][k], data["patches"][m][k]))
+    return out
+
+
 def held_out(names: list[str], most: int | None = None) -> tuple[dict, dict]:
     """Per collection: training arrays and the held-out tracks (their scan-like windows only; with
     ``most``, at most that many of them, spread evenly, as a scan of ``most`` windows hears)."""
@@ -357,11 +368,7 @@ def held_out(names: list[str], most: int | None = None) -> tuple[dict, dict]:
         tr, te = split(data, name)
         m = np.isin(data["track"], tr)
         parts[name] = (data["patches"][m], data["rows"][m])
-        held_tracks[name] = []
-        for t in te:
-            m_t = (data["track"] == t) & (extra == 0)
-            k = spread(int(m_t.sum()), most)
-            held_tracks[name].append((data["rows"][m_t][k], data["patches"][m_t][k]))
+        held_tracks[name] = scan_windows(data, te, most)
         print(f"{name}: {len(tr)} tracks to learn from ({int(m.sum())} patches, {int((extra[m] == 1).sum())} "
               f"of them shifted extras), {len(te)} held out", flush=True)
     return parts, held_tracks
@@ -464,9 +471,7 @@ def gtzan_student_rows(model, mean, std) -> tuple[list[np.ndarray], list[str], l
     from training import datasets
 
     data = load("gtzan")
-    extra = data.get("extra", np.zeros(len(data["track"]), np.int8))
-    rows = [student_rows(model, data["patches"][(data["track"] == i) & (extra == 0)], mean, std)
-            for i in range(len(data["ids"]))]
+    rows = [student_rows(model, p, mean, std) for _, p in scan_windows(data, range(len(data["ids"])))]
     y = [str(g) for g in data["genres"]]
     groups = [datasets.gtzan_group(str(i)) for i in data["ids"]]
     return rows, y, groups
@@ -481,15 +486,17 @@ def trained(out: Path):
 
 
 def shipped_chain():
-    """The shipped default's decider and how it hears: (decider, threshold, early stop, give-up)."""
+    """The shipped default's decider as a worker runs it, and how it hears: (decider, threshold,
+    early stop, give-up). The networks are not loaded: the rows are the teacher's, cached."""
     from tagger.models import registry
-    from tagger.models.openset import OpenSetModel
+    from tagger.models.openset import load_decider
 
-    default = OpenSetModel(registry.find("gtzan-musicnn-openset"))
-    card = json.loads((default.card.directory / "card.json").read_text())
-    dec = default.decider
+    card = registry.find("gtzan-musicnn-openset")
+    dec = load_decider(card)
+    dec.mtt_windows = int(card.extra.get("mtt_windows", 0))
     # the give-up is the shipped chain's; the first run heard without it
-    return dec, float(dec.threshold), float(card.get("early_stop", 0.95)), float(card.get("give_up", 0.0))
+    return (dec, float(dec.threshold), float(card.extra.get("early_stop", 0.95)),
+            float(card.extra.get("give_up", 0.0)))
 
 
 def refitted_decider(model, mean, std, threshold: float):
@@ -548,14 +555,10 @@ def cmd_bands(args) -> int:
     report = {}
     for name in args.collections.split(","):
         data = load(name)
-        extra = data.get("extra", np.zeros(len(data["track"]), np.int8))
         tr, _ = split(data, name)
-        teacher, pupil = [], []
-        for t in tr:
-            m = (data["track"] == t) & (extra == 0)
-            k = spread(int(m.sum()), args.windows)
-            teacher.append(data["rows"][m][k])
-            pupil.append(student_rows(model, data["patches"][m][k], mean, std))
+        tracks = scan_windows(data, tr, args.windows)
+        teacher = [r for r, _ in tracks]
+        pupil = [student_rows(model, p, mean, std) for _, p in tracks]
         report[name] = cascade(dec, sdec, stop, threshold, teacher, pupil, give_up)
         print(name, len(tr), json.dumps([[b["band"], b["teacher_hears_again"], b["same_decision"]]
                                          for b in report[name]]), flush=True)

@@ -105,25 +105,20 @@ class Familiarity:
         if labels is not None:
             labels = np.asarray(labels)
             refs = np.full(int(labels.max()) + 1, ref)
-            across = d.copy()
-            if groups is not None:
+            genres = np.unique(labels)
+            alone = [] if groups is None else [g for g in genres if len(set(np.asarray(groups)[labels == g])) < 2]
+            if len(alone) == len(genres):  # no genre spans two groups: within groups, as without them
+                alone = []
+            elif groups is not None:
                 groups = np.asarray(groups)
-                across[groups[:, None] == groups[None, :]] = np.inf
-            alone = []
-            for g in np.unique(labels):
+                d = d.copy()
+                d[groups[:, None] == groups[None, :]] = np.inf
+            for g in genres:
                 m = labels == g
-                if groups is not None and len(set(groups[m])) < 2:
-                    alone.append(g)
-                elif m.sum() > 1:
-                    refs[g] = _nearest_figure(across[np.ix_(m, m)], K_GENRE)
-            placed = [g for g in np.unique(labels) if g not in alone]
-            if alone and placed:
-                refs[alone] = float(np.median(refs[placed]))
-            elif alone:  # no genre spans two groups: within groups, as without them
-                for g in alone:
-                    m = labels == g
-                    if m.sum() > 1:
-                        refs[g] = _nearest_figure(d[np.ix_(m, m)], K_GENRE)
+                if g not in alone and m.sum() > 1:
+                    refs[g] = _nearest_figure(d[np.ix_(m, m)], K_GENRE)
+            if alone:
+                refs[alone] = float(np.median(refs[[g for g in genres if g not in alone]]))
         return cls(mean, scale, pts, ref, labels, refs)
 
     def distances(self, track_mean: np.ndarray) -> np.ndarray:
