@@ -6,10 +6,10 @@ joined into tracks of at least 4 minutes), re-encoded to MP3, FLAC, Ogg and
 M4A, then prints:
 
 - end to end: tracks/s of `tagger scan` (embedded default), with and without start-up;
-- bounds, in one process: decode-only (exactly the windows the analysis hears),
-  features-only, model-only (as tagging runs it, one call per stage of a track,
-  and batched across tracks), per track; the bound of N workers is N such
-  processes, each as fast as one alone;
+- bounds, in one process: each track heard as a worker hears it (progressive
+  hearing; the default's student first where ``--chains`` says so), the time
+  of each stage a worker's log line names (decode, features, student, model)
+  per track; the bound of N workers is N such processes, each as fast as one alone;
 - the ratio end-to-end / bound, peak RSS per worker, and the time of a second,
   incremental scan of the unchanged library;
 - the incremental re-scan of a large synthetic tree (files recorded as done),
@@ -20,6 +20,7 @@ M4A, then prints:
     python bench/bench_throughput.py --quick        # CI: 4 short tracks, checks it runs
     python bench/bench_throughput.py --music DIR --corpus KEEP   # build the corpus once into KEEP,
                                                     # later runs scan a fresh copy of it
+    python bench/bench_throughput.py --music DIR --chains student,teacher   # the two chains side by side
 """
 from __future__ import annotations
 
@@ -98,71 +99,40 @@ def build_corpus_from(music: Path, out: Path, n_tracks: int, seconds: float = 24
     return paths
 
 
-def bounds(paths: list[Path], model_name: str, how, runtime_name: str = "keras") -> dict:
-    """Per-track cost of each stage, measured in this one process (single-threaded runtimes).
-
-    Each stage handles exactly the windows the analysis hears: which windows of
-    a track the model hears, and in which stages (progressive hearing,
-    ``tagger.models.progressive``), is found first, untimed; then those windows
-    are decoded (one reader per track, stage by stage, as tagging reads them),
-    turned into features and run through the model, each timed on its own. The
-    model runs both as tagging runs it (one call per stage of a track) and
-    batched (8 tracks' windows per call); the bound takes the faster.
-    """
-    from tagger import audio, features, formats
+def heard_costs(paths: list[Path], model_name: str, how, runtime_name: str, student: bool) -> dict:
+    """Per-track cost of each stage as a worker hears the track (``progressive.hear``, the stages a
+    worker's log line names), in this one process with one thread: every track heard once untimed
+    (first calls, the page cache), then once timed. With ``student``, the default's student hears
+    first and the teacher only the tracks it hands on (``tagger.models.student``)."""
+    from tagger import formats, timing
     from tagger.config import Settings
     from tagger.models import progressive, registry, runtime
     from tagger.workers import processes
 
     runtime.set_threads(1)
     runtime.set_runtime(runtime_name)
+    runtime.set_student(student)
     model = registry.load(model_name)
     processes.warm_up(Settings(model=model_name, windows=how.windows, first_windows=how.first,
-                               window_step=how.step, early_stop=how.stop, give_up=how.give_up))
-    warm = audio.load_clip(paths[0], formats.confirm(paths[0]))  # imports, filterbanks, first-call costs
-    features.mel_patches(warm.windows[0], warm.sr)
-    features.mfcc_stats(warm.windows[:1], warm.sr)
-    plans = []
-    for p in paths:
-        fmt = formats.confirm(p)
-        heard = progressive.hear(model, p, fmt, how)
-        info, starts = audio.plan(p, fmt, n_windows=how.windows)
-        order, k = progressive.stages(len(starts), how.first, how.step), 0
-        heard_stages = []
-        for stage in order:
-            if k >= heard.windows:
-                break
-            heard_stages.append([starts[i] for i in stage])
-            k += len(stage)
-        plans.append((p, info, heard_stages))
-    staged = []
-    t = time.perf_counter()
-    for p, info, heard_stages in plans:
-        with audio.Reader(p, info) as reader:
-            staged.append([reader.read(st) for st in heard_stages])
-    t_decode = time.perf_counter() - t
-    clips = [audio.Clip(windows=[w for c in cs for w in c.windows], sr=cs[0].sr, info=cs[0].info) for cs in staged]
-    t = time.perf_counter()
-    for c in clips:
-        for w in c.windows:
-            features.mel_patches(w, c.sr)
-    t_features = time.perf_counter() - t
-    t = time.perf_counter()
-    for cs in staged:  # as tagging runs it: one call per stage (all at once: one call)
-        for c in cs:
-            if model.window_probs(c) is None:
-                model.predict_batch([c])
-    t_staged = time.perf_counter() - t
-    for i in range(0, len(clips), 8):  # every batch size once, untimed: kernels are prepared per shape
-        model.predict_batch(clips[i:i + 8])
-    t = time.perf_counter()
-    for i in range(0, len(clips), 8):
-        model.predict_batch(clips[i:i + 8])
-    t_batched = time.perf_counter() - t
+                               window_step=how.step, early_stop=how.stop, give_up=how.give_up, student=student))
+    fmts = [formats.confirm(p) for p in paths]
+    for p, fmt in zip(paths, fmts):
+        progressive.hear(model, p, fmt, how)
+    spent: dict[str, float] = {}
+    windows = student_windows = by_student = 0
+    for p, fmt in zip(paths, fmts):
+        with timing.measuring() as t:
+            heard = progressive.hear(model, p, fmt, how)
+        for k, v in t.items():
+            spent[k] = spent.get(k, 0.0) + v
+        by_student += heard.by == "student"
+        windows += 0 if heard.by == "student" else heard.windows
+        student_windows += heard.windows if heard.by == "student" else heard.student_windows
     n = len(paths)
-    return {"windows_heard": sum(len(c.windows) for c in clips) / n, "decode_ms": 1000 * t_decode / n,
-            "features_ms": 1000 * t_features / n, "model_ms_as_tagging": 1000 * t_staged / n,
-            "model_ms_batched": 1000 * t_batched / n, "tag_write_ms": tag_write_ms(paths)}
+    out = {f"{k}_ms": 1000 * v / n for k, v in spent.items()}
+    out.update({"teacher_windows": windows / n, "student_windows": student_windows / n,
+                "by_student": by_student / n, "heard_ms": 1000 * sum(spent.values()) / n})
+    return out
 
 
 def tag_write_ms(paths: list[Path]) -> float:
@@ -283,6 +253,9 @@ def main() -> None:
                     help="build the corpus from this folder of real music instead of GTZAN clips "
                          "(e.g. Debian's game soundtracks; see README, Throughput)")
     ap.add_argument("--quick", action="store_true", help="a few short tracks: check that it runs")
+    ap.add_argument("--chains", default="student",
+                    help="comma-separated, run one after the other on fresh copies of the corpus: student (the "
+                         "default: the student first, the teacher behind it), teacher (the teacher alone)")
     ap.add_argument("--corpus", type=Path, default=None,
                     help="keep the built corpus in this folder and, when it already holds one of the same "
                          "options, scan a fresh copy of it instead of building again")
@@ -290,6 +263,9 @@ def main() -> None:
     if args.quick:
         args.tracks, args.clips_per_track, args.tree = 4, 2, 300
     formats = args.formats.split(",")
+    chains = args.chains.split(",")
+    if set(chains) - {"student", "teacher"}:
+        ap.error("--chains: student, teacher or both")
     if set(formats) - set(FORMATS):
         ap.error(f"--formats: choose among {', '.join(FORMATS)}")
 
@@ -331,49 +307,94 @@ def main() -> None:
         minutes = sum(audio.probe(p).duration for p in paths) / 60 / len(paths)
         print(f"corpus: {len(paths)} tracks of {minutes:.1f} min on average ({', '.join(formats)}), {source}; "
               f"built in {time.perf_counter() - t:.0f} s")
-        data = tmp / "data"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
-        env.update({"TAGGER_DATA_DIR": str(data), "TAGGER_WORKERS": str(args.workers),
-                    "TAGGER_DB_URL": f"sqlite:///{data / 'tagger.sqlite3'}", "TAGGER_MIN_CONFIDENCE": "0",
-                    "TAGGER_MODEL": model, "TAGGER_CONFIG": os.devnull,
-                    "TAGGER_WINDOWS": str(how.windows), "TAGGER_FIRST_WINDOWS": str(how.first),
-                    "TAGGER_WINDOW_STEP": str(how.step), "TAGGER_EARLY_STOP": str(how.stop),
-                    "TAGGER_GIVE_UP": str(how.give_up), "TAGGER_RUNTIME": args.runtime})
-
-        summary, wall = scan(env, tmp / "music", "--dry-run")
-        steady = steady_rate(env["TAGGER_DB_URL"], summary["scan_id"])
-        rescan, rescan_wall = scan(env, tmp / "music")  # dry run recorded nothing as done: a real run
-        steady_writes = steady_rate(env["TAGGER_DB_URL"], rescan["scan_id"])
-        second, second_wall = scan(env, tmp / "music")
-        b = bounds(paths, model, how, args.runtime)
-        model_ms = min(b["model_ms_as_tagging"], b["model_ms_batched"])
-        naive_rate = args.workers / ((b["decode_ms"] + model_ms) / 1000)
-        write_rate = args.workers / ((b["decode_ms"] + model_ms + b["tag_write_ms"]) / 1000)
-        print(f"model: {model}; {args.workers} worker processes; windows {how.windows}, first {how.first}, "
-              f"then {how.step or 'the rest'} at a time, stop at {how.stop}: "
-              f"{b['windows_heard']:.2f} windows heard per track")
-        print(f"end to end (dry run), start-up included: {len(paths) / wall:6.2f} tracks/s ({wall:.1f} s)")
-        print(f"end to end (dry run), start-up excluded: {steady or float('nan'):6.2f} tracks/s")
-        print(f"end to end with tag writes, start-up included: {len(paths) / rescan_wall:6.2f} tracks/s "
-              f"({rescan_wall:.1f} s)")
-        print(f"end to end with tag writes, start-up excluded: {steady_writes or float('nan'):6.2f} tracks/s")
-        print(f"bound per track, one process alone: decode {b['decode_ms']:.0f} ms, features {b['features_ms']:.0f} ms, "
-              f"model incl. features {model_ms:.0f} ms")
-        print(f"model incl. features, ms per track: one call per stage (as tagging) {b['model_ms_as_tagging']:.0f}, "
-              f"8 tracks per call {b['model_ms_batched']:.0f}")
-        print(f"bound with {args.workers} processes (each as fast as one alone): {naive_rate:6.2f} tracks/s")
-        print(f"tag read and write per track, one process alone: {b['tag_write_ms']:.0f} ms; bound with it: "
-              f"{write_rate:6.2f} tracks/s")
-        print(f"ratio end-to-end (start-up excluded) / bound: dry run {(steady or 0) / naive_rate:.2f}, "
-              f"with tag writes {(steady_writes or 0) / naive_rate:.2f} (against the bound with tag writes "
-              f"{(steady_writes or 0) / write_rate:.2f})")
-        rss = peak_rss_mb(data / "worker.log")
-        print(f"peak RSS per worker: {', '.join(f'{r:.0f} MB' for r in rss) or 'n/a'}")
-        print(f"second scan of the unchanged library: {second_wall:.2f} s ({second['unchanged']} unchanged)")
+        table = {}
+        for chain in chains:
+            table[chain] = run_chain(chain, args, model, how, tmp, paths)
+        if len(chains) > 1:
+            print()
+            print("side by side (start-up excluded; bound: one process per worker, as a worker hears):")
+            keys = [("windows heard by the teacher per track", "teacher_windows", "{:.2f}"),
+                    ("windows heard by the student per track", "student_windows", "{:.2f}"),
+                    ("tracks the student alone answered", "by_student", "{:.2f}"),
+                    ("dry run, tracks/s", "dry", "{:.2f}"), ("writing tags, tracks/s", "writes", "{:.2f}"),
+                    ("bound, dry run, tracks/s", "bound", "{:.2f}"),
+                    ("bound with tag writes, tracks/s", "bound_writes", "{:.2f}"),
+                    ("dry run / bound", "dry_ratio", "{:.2f}"),
+                    ("writing tags / bound with tag writes", "writes_ratio", "{:.2f}"),
+                    ("worker start-up (warm-up), s", "startup", "{}"),
+                    ("peak RSS per worker, MB", "rss", "{}")]
+            print("| | " + " | ".join(chains) + " |")
+            print("| --- |" + " ---: |" * len(chains))
+            for label, key, fmt in keys:
+                print(f"| {label} | " + " | ".join(fmt.format(table[c].get(key)) for c in chains) + " |")
         scanner_rss: list[float] = []
-        tree_s = big_tree_rescan(args.tree, env, tmp, rss=scanner_rss)
+        tree_s = big_tree_rescan(args.tree, table[chains[-1]]["env"], tmp, rss=scanner_rss)
         print(f"incremental re-scan of an unchanged {args.tree}-file tree: {tree_s:.2f} s "
               f"(scanner peak RSS {scanner_rss[0]:.0f} MB)")
+
+
+def run_chain(chain: str, args, model: str, how, tmp: Path, paths: list[Path]) -> dict:
+    """Scan a fresh copy of the corpus (dry, then writing tags, then unchanged) with one chain:
+    ``student`` (the default: the student first, the teacher behind it) or ``teacher`` (the
+    teacher hears every track); then its bound in this process. Prints its figures; returns them."""
+    student = chain == "student"
+    music = tmp / f"music-{chain}"
+    shutil.copytree(tmp / "music", music)
+    os.sync()
+    copies = sorted(music.rglob("track*.*"))
+    data = tmp / f"data-{chain}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
+    env.update({"TAGGER_DATA_DIR": str(data), "TAGGER_WORKERS": str(args.workers),
+                "TAGGER_DB_URL": f"sqlite:///{data / 'tagger.sqlite3'}", "TAGGER_MIN_CONFIDENCE": "0",
+                "TAGGER_MODEL": model, "TAGGER_CONFIG": os.devnull,
+                "TAGGER_WINDOWS": str(how.windows), "TAGGER_FIRST_WINDOWS": str(how.first),
+                "TAGGER_WINDOW_STEP": str(how.step), "TAGGER_EARLY_STOP": str(how.stop),
+                "TAGGER_GIVE_UP": str(how.give_up), "TAGGER_RUNTIME": args.runtime,
+                "TAGGER_STUDENT": "on" if student else "off"})
+    summary, wall = scan(env, music, "--dry-run")
+    steady = steady_rate(env["TAGGER_DB_URL"], summary["scan_id"])
+    rescan, rescan_wall = scan(env, music)  # dry run recorded nothing as done: a real run
+    steady_writes = steady_rate(env["TAGGER_DB_URL"], rescan["scan_id"])
+    second, second_wall = scan(env, music)
+    b = heard_costs(copies, model, how, args.runtime, student)
+    naive_rate = args.workers / (b["heard_ms"] / 1000)
+    write_rate = args.workers / ((b["heard_ms"] + b["tag_write_ms"]) / 1000)
+    print(f"--- chain: {chain} ({'the student first, the teacher behind it' if student else 'the teacher alone'}); "
+          f"model {model}, runtime {args.runtime}; {args.workers} worker processes; windows {how.windows}, "
+          f"first {how.first}, then {how.step or 'the rest'} at a time, stop at {how.stop}, give up below {how.give_up}")
+    print(f"windows heard per track: teacher {b['teacher_windows']:.2f}, student {b['student_windows']:.2f} "
+          f"(the student alone answered {b['by_student']:.0%} of the tracks)")
+    print(f"end to end (dry run), start-up included: {len(paths) / wall:6.2f} tracks/s ({wall:.1f} s)")
+    print(f"end to end (dry run), start-up excluded: {steady or float('nan'):6.2f} tracks/s")
+    print(f"end to end with tag writes, start-up included: {len(paths) / rescan_wall:6.2f} tracks/s "
+          f"({rescan_wall:.1f} s)")
+    print(f"end to end with tag writes, start-up excluded: {steady_writes or float('nan'):6.2f} tracks/s")
+    stages = ", ".join(f"{k[:-3]} {b[k]:.0f} ms" for k in ("decode_ms", "features_ms", "student_ms", "model_ms")
+                       if k in b)
+    print(f"bound per track, one process alone, as a worker hears: {b['heard_ms']:.0f} ms ({stages})")
+    print(f"bound with {args.workers} processes (each as fast as one alone): {naive_rate:6.2f} tracks/s")
+    print(f"tag read and write per track, one process alone: {b['tag_write_ms']:.0f} ms; bound with it: "
+          f"{write_rate:6.2f} tracks/s")
+    print(f"ratio end-to-end (start-up excluded) / bound: dry run {(steady or 0) / naive_rate:.2f}, "
+          f"with tag writes {(steady_writes or 0) / naive_rate:.2f} (against the bound with tag writes "
+          f"{(steady_writes or 0) / write_rate:.2f})")
+    rss = peak_rss_mb(data / "worker.log")
+    startup = warm_up_seconds(data / "worker.log")
+    print(f"peak RSS per worker: {', '.join(f'{r:.0f} MB' for r in rss) or 'n/a'}; worker warm-up: "
+          f"{', '.join(f'{x:.1f} s' for x in startup) or 'n/a'}")
+    print(f"second scan of the unchanged library: {second_wall:.2f} s ({second['unchanged']} unchanged)")
+    return {"env": env, "dry": steady, "writes": steady_writes, "bound": naive_rate, "bound_writes": write_rate,
+            "dry_ratio": (steady or 0) / naive_rate, "writes_ratio": (steady_writes or 0) / write_rate,
+            "teacher_windows": b["teacher_windows"], "student_windows": b["student_windows"],
+            "by_student": b["by_student"], "rss": "–".join(f"{r:.0f}" for r in (min(rss), max(rss))) if rss else "n/a",
+            "startup": "–".join(f"{x:.1f}" for x in (min(startup), max(startup))) if startup else "n/a"}
+
+
+def warm_up_seconds(log: Path) -> list[float]:
+    """Each worker's warm-up (model load and first calls) from the worker log."""
+    if not log.exists():
+        return []
+    return [float(m) for m in re.findall(r"warmed up .* in ([0-9.]+)s", log.read_text(errors="replace"))]
 
 
 if __name__ == "__main__":

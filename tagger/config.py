@@ -71,6 +71,10 @@ class Settings:
     #: start-up outweighs the slower windows, else keras; on one without, onnx everywhere
     #: (processes.runtime_for)
     runtime: str = "auto"
+    #: the default model hears each track with its distilled student first, and the teacher (musicnn)
+    #: hears again only the tracks the student finds near its threshold (tagger.models.student);
+    #: off: the teacher hears every track
+    student: bool = True
     #: extra directories searched for model cards before the shipped ones
     model_dirs: tuple[str, ...] = ()
     #: replace a genre the user set themselves
@@ -147,6 +151,7 @@ class Settings:
             "TAGGER_PATH_MAP": ";".join(f"{a}={b}" for a, b in self.path_map),
             "TAGGER_PRECISION": self.precision,
             "TAGGER_RUNTIME": self.runtime,
+            "TAGGER_STUDENT": "on" if self.student else "off",
             "TAGGER_WINDOWS": str(self.windows),
             "TAGGER_FIRST_WINDOWS": str(self.first_windows),
             "TAGGER_WINDOW_STEP": str(self.window_step),

@@ -130,6 +130,7 @@ def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), how=
     card_labels = list(model.card.labels)
     by_norm = {_norm(lab): lab for lab in card_labels}
     truth, pred, conf, paths, errors, heard_windows = [], [], [], [], [], []
+    by_student = 0  # files the default's student left untagged without the teacher (tagger.models.student)
     for path, genre in items:
         path = Path(path)
         g = true_label(genre, by_norm)
@@ -144,6 +145,7 @@ def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), how=
         pred.append(card_labels[k])
         conf.append(round(float(heard.probs[k]), 4))
         heard_windows.append(heard.windows)
+        by_student += heard.by == "student"
     unknown = sorted(set(truth) - set(card_labels))
     result = scores(truth, pred, card_labels + unknown)
     result["at_threshold"] = written_scores(truth, pred, conf, threshold)
@@ -156,6 +158,8 @@ def evaluate(items: list[tuple[Path, str]], model_name: str, model_dirs=(), how=
         early_stop=how.stop,
         give_up=how.give_up,
         mean_windows_heard=round(float(np.mean(heard_windows)), 2) if heard_windows else None,
+        student=getattr(model, "student", None) is not None,
+        answered_by_student=by_student,
         unknown_labels=unknown,
         errors=errors,
         predictions=[{"path": p, "true": t, "predicted": q, "confidence": c}
@@ -184,6 +188,9 @@ def render_text(result: dict) -> str:
             how = "all at once"
         lines.append(f"windows heard per file: {result['mean_windows_heard']:.2f} of {result['windows']} planned "
                      f"({how})")
+    if result.get("student"):
+        lines.append(f"the student heard every file first: {result['answered_by_student']} of {result['n']} "
+                     "it left untagged alone, the teacher heard the rest")
     w = result.get("at_threshold")
     if w and result["n"]:
         lines.append(f"at --min-confidence {w['threshold']}: {w['written']} of {result['n']} tagged "

@@ -161,7 +161,12 @@ def _run(job: record.Job, settings: Settings) -> tuple[str, Prediction, Optional
     opts = job.options
     predictor = predictor_for(opts.model or settings.model, settings.model_dirs)
     prediction, heard = predictor.hear(job.path, fmt, opts.hearing)
-    log.debug("%s: heard %d of %d windows", job.path, heard.windows, heard.planned)
+    if heard.student_windows or heard.by == "student":
+        log.debug("%s: the student heard %d of %d windows%s", job.path,
+                  heard.windows if heard.by == "student" else heard.student_windows, heard.planned,
+                  "" if heard.by == "student" else f", then the teacher {heard.windows}")
+    else:
+        log.debug("%s: heard %d of %d windows", job.path, heard.windows, heard.planned)
 
     with timing.stage("tags"):
         current = tags.read(job.path, fmt)

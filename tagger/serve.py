@@ -454,6 +454,7 @@ def run(settings: Settings, host: str = "127.0.0.1", port: int = 8750) -> None:
 
     runtime.set_precision(settings.precision)
     runtime.set_runtime(settings.runtime)
+    runtime.set_student(settings.student)
     server, app = make_server(settings, host, port)
     app.start()
     bound_host, bound_port = server.server_address[:2]

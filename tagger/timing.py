@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 #: the stages in the order the log line names them
-STAGES = ("decode", "features", "model", "tags", "db")
+STAGES = ("decode", "features", "student", "model", "tags", "db")
 
 _current: contextvars.ContextVar["Timings | None"] = contextvars.ContextVar("tagger_timings", default=None)
 

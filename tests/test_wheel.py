@@ -74,6 +74,10 @@ def test_the_wheel_is_genre_tagger_with_the_tagger_command_and_every_model_file(
         where = card.directory.relative_to(ROOT).as_posix()
         loaded |= {f"{where}/card.json", f"{where}/{card.file}"}
         loaded |= {f"{where}/{r['file']}" for r in (card.extra.get("runtimes") or {}).values() if "file" in r}
+        student = card.extra.get("student")  # the default's student, in a folder of its own
+        if student:
+            home = (card.directory.parent / student["directory"]).relative_to(ROOT).as_posix()
+            loaded |= {f"{home}/{student[k]}" for k in ("file", "decider", "decider_source")}
     assert loaded <= names, sorted(loaded - names)
     assert {"tagger/cli.py", "workers/broker.py", "migrations/env.py", "beetsplug/audiogenre.py"} <= names
     # beets' plugin namespace is shared: an __init__.py would hide beets' own plugins

@@ -45,6 +45,8 @@ CACHE = ROOT / "cache" / "distill"
 RUNS = ROOT / "runs" / "distill"
 SEED = 2026
 PEN, TAGS = 200, 100
+#: the shipped student's folder, beside the default model's (``tagger.models.student``)
+STUDENT_DIR = "gtzan-musicnn-openset-student"
 
 
 def collection_path(name: str) -> Path:
@@ -251,6 +253,11 @@ def cmd_embed(args) -> int:
     items, name = source_items(args.source, args.name)
     data = embed(items, args.windows or (20 if args.source == "gtzan" else 30), args.per_minute, args.cap,
                  precision=args.precision)
+    if args.source.lower().endswith(".csv"):  # a labels CSV (training.tagged): its groups (artists) too
+        from training.openset_embed import csv_groups
+
+        groups = csv_groups(Path(args.source))
+        data["groups"] = np.array([groups.get(str(i), "") for i in data["ids"]])
     f = save(collection_path(name), data)
     print(f"{f}: {len(data['ids'])} tracks, {len(data['patches'])} patches")
     return 0
@@ -316,22 +323,25 @@ def wall_clock_schedule(minutes: float, lr: float, warmup: float = 0.03):
 
 #: the bands of the cascade measured (``cascade``): how near the threshold a student answer must be
 #: for the teacher to hear the track again
-CASCADE_BANDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+CASCADE_BANDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6)
 
 
 def cascade(decider, student_decider, stop: float, threshold: float, teacher: list[np.ndarray],
             pupil: list[np.ndarray], give_up: float = 0.0, bands=CASCADE_BANDS) -> list[dict]:
-    """The student chain with the teacher behind it: a track whose student answer (the refitted
-    chain's calibrated chance for its top genre, as progressive hearing leaves it) lies within
-    ``band`` of the threshold is heard again by the teacher chain, whose answer is then written.
-    Per band: the share of tracks the teacher hears again, the same decision as the teacher chain
-    alone, and the windows the teacher heard per track against its windows alone."""
+    """The student chain with the teacher behind it, as a worker runs it (``Student.hands_on``): a
+    track whose student answer (the refitted chain's calibrated chance for its top genre, as
+    progressive hearing leaves it) is at least ``threshold - band`` is heard again by the teacher
+    chain, whose answer is then written; below, the track stays untagged on the student's word.
+    Every written tag is the teacher's. (Until 2026-12-08 the band was two-sided, ``|p - threshold|
+    < band``, and the student wrote alone above the band.) Per band: the tracks the teacher hears
+    again, the same decision as the teacher chain alone, and the windows the teacher heard per
+    track against its windows alone."""
     got = answers(decider, student_decider, stop, threshold, teacher, pupil, give_up)
     n = len(got)
     out = []
     for band in bands:
-        again = [abs(p - threshold) < band for _, _, p, _, _ in got]
-        same = sum(a or gt == gs for (gt, gs, *_), a in zip(got, again))
+        again = [p >= threshold - band for _, _, p, _, _ in got]
+        same = sum(gt is None if not a else True for (gt, *_), a in zip(got, again))
         out.append({"band": band, "teacher_hears_again": sum(again), "same_decision": same,
                     "agreement": round(same / n, 4) if n else None,
                     "teacher_windows_per_track": round(sum(g[3] for g, a in zip(got, again) if a) / n, 2)
@@ -499,12 +509,30 @@ def shipped_chain():
             float(card.extra.get("give_up", 0.0)))
 
 
+def tagged_student_data(model, mean, std, name: str = "tagged") -> dict | None:
+    """The artist-tagged collection (``embed LABELS.csv --name tagged``) with the student's rows in
+    place of the teacher's, in ``training.openset.load``'s form (for ``tagged_episodes``); None
+    where it was not embedded."""
+    try:
+        data = load(name)
+    except SystemExit:
+        return None
+    extra = data.get("extra", np.zeros(len(data["track"]), np.int8))
+    keep = extra == 0
+    rows = student_rows(model, data["patches"][keep], mean, std)
+    groups = [str(g) for g in data["groups"]] if "groups" in data else [str(i).split("__")[0] for i in data["ids"]]
+    return {"msd_pen": rows[:, :PEN], "msd_tags": rows[:, PEN:PEN + 50], "mtt_tags": rows[:, PEN + 50:],
+            "track": data["track"][keep], "ids": data["ids"], "genres": data["genres"],
+            "groups": np.array(groups)}
+
+
 def refitted_decider(model, mean, std, threshold: float):
-    """The decider refitted on the student's rows of every GTZAN clip, at the shipped threshold."""
+    """The decider refitted on the student's rows of every GTZAN clip (and of the artist-tagged
+    files, where they were embedded), at the shipped threshold."""
     from training.openset import final_decider, folds_for
 
     rows, y, groups = gtzan_student_rows(model, mean, std)
-    sdec = final_decider(rows, y, groups, folds_for(y, groups))
+    sdec = final_decider(rows, y, groups, folds_for(y, groups), tagged=tagged_student_data(model, mean, std))
     sdec.threshold = threshold
     return sdec
 
@@ -600,6 +628,162 @@ def litert_speed(model, out: Path = RUNS) -> dict:
     return out
 
 
+def rows_network(model, mean: np.ndarray, std: np.ndarray):
+    """The student as a worker runs it: patches ``(n, 187, 96)`` → rows ``(n, 300)`` (the penultimate
+    de-standardised, folded into its last layer's weights, then the 100 tags): the teacher's layout."""
+    import keras
+
+    net = keras.Model(model.input, model.outputs[:2])  # not the head's logits
+    copy = keras.models.clone_model(net)
+    copy.set_weights(net.get_weights())
+    w, b = copy.get_layer("pen").get_weights()
+    copy.get_layer("pen").set_weights([(w * std[None, :]).astype(np.float32), (b * std + mean).astype(np.float32)])
+    rows = keras.layers.Concatenate(axis=-1, name="rows")(copy.outputs)
+    return keras.Model(copy.input, rows, name="musicnn-student-rows")
+
+
+def onnx_speed(student_path: Path, teacher: tuple[Path, Path], patches: np.ndarray, batch: int = 3) -> dict:
+    """ms per patch, one thread, batches of ``batch`` as hearing brings them: the student's ONNX
+    file and the teacher's two (both networks), interleaved batch by batch."""
+    from tagger.models import onnx
+
+    stu = onnx.Session(student_path, threads=1)
+    front = onnx.Frontend(*teacher, threads=1)
+    for f in (stu, front.rows):  # kernels prepared once per shape
+        f(patches[:batch].astype(np.float32))
+    t = {"student": 0.0, "teacher": 0.0}
+    n = 0
+    for s in range(0, len(patches) - batch + 1, batch):
+        x = patches[s:s + batch].astype(np.float32)
+        for k, f in (("student", stu), ("teacher", front.rows)):
+            t0 = time.perf_counter()
+            f(x)
+            t[k] += time.perf_counter() - t0
+        n += batch
+    return {"patches": n, "batch": batch, "student_ms_per_patch": round(1000 * t["student"] / n, 2),
+            "teacher_ms_per_patch_both_networks": round(1000 * t["teacher"] / n, 2),
+            "timing": "ONNX Runtime, one thread, interleaved batch by batch"}
+
+
+def choose_band(per_collection: dict[str, list[dict]], goal: float) -> tuple[float, dict]:
+    """The smallest band whose pooled agreement over ``per_collection`` (``cascade``'s lists) reaches
+    ``goal``, else the widest; and the pooled figures per band."""
+    pooled = {}
+    for rows in per_collection.values():
+        for r in rows:
+            p = pooled.setdefault(r["band"], {"tracks": 0, "same_decision": 0, "teacher_hears_again": 0})
+            p["tracks"] += round(r["same_decision"] / r["agreement"]) if r["agreement"] else 0
+            p["same_decision"] += r["same_decision"]
+            p["teacher_hears_again"] += r["teacher_hears_again"]
+    for p in pooled.values():
+        p["agreement"] = round(p["same_decision"] / p["tracks"], 4) if p["tracks"] else None
+    bands = sorted(pooled)
+    chosen = next((b for b in bands if (pooled[b]["agreement"] or 0) >= goal), bands[-1])
+    return chosen, pooled
+
+
+def cmd_ship(args) -> int:
+    """Ship a trained student with the default model (``tagger.models.student``): its ONNX export,
+    the decider refitted on its rows, and the band chosen on the tracks it learnt from."""
+    import joblib
+    import tensorflow as tf
+    import tf2onnx
+
+    from tagger.models import onnx, registry
+    from tagger.models.openset import save_plain
+    from training.card import write_card
+
+    out = RUNS / args.out if args.out else RUNS
+    card = registry.find("gtzan-musicnn-openset")
+    art = Path(args.model) if args.model else card.directory
+    doc = json.loads((art / "card.json").read_text(encoding="utf-8"))
+    # the student's files sit in a folder of their own beside the default's (each model folder
+    # stays under 20 MB); the default's card holds the student's card (``student``)
+    home = art.parent / STUDENT_DIR
+    home.mkdir(exist_ok=True)
+    model, mean, std = trained(out)
+    names = args.collections.split(",")
+    # 1. the network, as ONNX, checked against Keras on held-out patches
+    net = rows_network(model, mean, std)
+    spec = (tf.TensorSpec((None, 187, 96), tf.float32, name="patches"),)
+    onnx_path = home / "student.onnx"
+    tf2onnx.convert.from_keras(net, input_signature=spec, opset=17, output_path=str(onnx_path))
+    sess = onnx.Session(onnx_path, threads=1)
+    _, held = held_out(names, args.windows)
+    probe = np.concatenate([p for _, p in held["gtzan"]])[:256].astype(np.float32)
+    diff = float(np.abs(sess(probe) - student_rows(model, probe, mean, std)).max())
+    print(f"{onnx_path}: {onnx_path.stat().st_size} bytes, max difference from Keras {diff:.2e}", flush=True)
+    # 2. the decider, refitted on the student's rows, at the shipped threshold
+    dec, threshold, stop, give_up = shipped_chain()
+    sdec = refitted_decider(model, mean, std, threshold)
+    joblib.dump(sdec, home / "student-decider.joblib")
+    save_plain(sdec, home / "student-decider.joblib", home / "student-decider.npz")
+    # 3. the band: on the tracks the student learnt from; then the held-out tracks' figures at it
+    def rows_of(patches):
+        return sess(patches.astype(np.float32))
+
+    learnt, kept = {}, {}
+    for name in names:
+        data = load(name)
+        tr, _ = split(data, name)
+        tracks = scan_windows(data, tr, args.windows)
+        learnt[name] = cascade(dec, sdec, stop, threshold, [r for r, _ in tracks], [rows_of(p) for _, p in tracks],
+                               give_up)
+        kept[name] = cascade(dec, sdec, stop, threshold, [r for r, _ in held[name]],
+                             [rows_of(p) for _, p in held[name]], give_up)
+        print(name, json.dumps([[b["band"], b["teacher_hears_again"], b["same_decision"]] for b in learnt[name]]),
+              json.dumps([[b["band"], b["teacher_hears_again"], b["same_decision"]] for b in kept[name]]), flush=True)
+    unseen = {}  # collections the student never learnt from, whole (no track of them chose anything)
+    for name in filter(None, (args.unseen or "").split(",")):
+        data = load(name)
+        tracks = scan_windows(data, range(len(data["ids"])), args.windows)
+        unseen[name] = cascade(dec, sdec, stop, threshold, [r for r, _ in tracks], [rows_of(p) for _, p in tracks],
+                               give_up)
+        print(name, "(unseen)", json.dumps([[b["band"], b["teacher_hears_again"], b["same_decision"]]
+                                            for b in unseen[name]]), flush=True)
+    band, pooled_learnt = choose_band(learnt, args.goal)
+    _, pooled_kept = choose_band(kept, args.goal)
+    teacher = tuple(art / doc["runtimes"]["onnx"]["files"][k] for k in ("msd", "mtt"))
+    speed = onnx_speed(onnx_path, teacher, probe)
+    train = json.loads((out / "train.json").read_text()) if (out / "train.json").is_file() else {}
+    at = lambda rows: next(r for r in rows if r["band"] == band)  # noqa: E731
+    doc["student"] = {
+        "directory": STUDENT_DIR, "file": onnx_path.name, "decider": "student-decider.npz",
+        "decider_source": "student-decider.joblib",
+        "band": band,
+        "how": "the student (depthwise-separable convolutions, training.distill.student) hears a track first, "
+               "progressively, and its decider (the default's recipe refitted on the student's rows of the "
+               "218 GTZAN clips and the artist-tagged files) judges it; where its chance for its top genre "
+               f"is below threshold - band ({threshold} - {band}) the track stays untagged on its word, "
+               "otherwise the teacher hears it again on the windows already decoded and writes its answer: "
+               "every written tag is the teacher's",
+        "why": "on music the default cannot name, most tracks end with the student, at a fraction of the "
+               "teacher's cost; the band was chosen as the smallest whose decisions equal the teacher "
+               f"chain's on at least {args.goal} of the tracks the student learnt from",
+        "training": {k: train.get(k) for k in ("collections", "patches_learnt", "width", "parameters",
+                                               "flops_per_patch", "epochs_run", "epoch_chosen", "minutes",
+                                               "train_seconds")},
+        "split": "by track: GTZAN's first grouped fold and every fifth piece of each other collection held "
+                 "out (never learnt from); the held-out tracks chose the epoch, so their figures are a "
+                 "first estimate, not a test",
+        "onnx": {"bytes": onnx_path.stat().st_size, "opset": 17, "converter": f"tf2onnx {tf2onnx.__version__}",
+                 "max_abs_diff_from_keras": float(f"{diff:.3g}")},
+        "speed": speed,
+        "windows_at_most": args.windows,
+        "bands_on_learnt_tracks": {"pooled": {str(b): v for b, v in pooled_learnt.items()},
+                                   "per_collection": learnt},
+        "held_out": {"pooled": {str(b): v for b, v in pooled_kept.items()}, "per_collection": kept,
+                     "at_band": {name: at(rows) for name, rows in kept.items()}},
+        "unseen": {"what": "whole collections no track of which the student learnt from or chose anything with",
+                   "per_collection": unseen, "at_band": {name: at(rows) for name, rows in unseen.items()}},
+        "command": f"python -m training.distill ship --out {args.out} --collections {args.collections}"
+                   + (f" --unseen {args.unseen}" if args.unseen else ""),
+    }
+    write_card(art, **doc)
+    print(json.dumps({"band": band, "learnt": pooled_learnt[band], "held_out": pooled_kept[band], "speed": speed}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.distill", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -636,8 +820,18 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--collections", default="gtzan,debian")
     b.add_argument("--windows", type=int, default=10, help="hear at most this many of each track's windows")
     b.add_argument("--out")
+    h = sub.add_parser("ship", help="ship a trained student with the default model: ONNX export, its "
+                       "refitted decider, the band chosen on the tracks it learnt from (card: student)")
+    h.add_argument("--out", help="run folder under runs/distill/")
+    h.add_argument("--collections", default="gtzan,debian,more,extra")
+    h.add_argument("--windows", type=int, default=10, help="hear at most this many of each track's windows")
+    h.add_argument("--unseen", help="comma-separated collections the student did not learn from: their "
+                   "agreement at every band, whole")
+    h.add_argument("--goal", type=float, default=0.97, help="agreement with the teacher chain the band must reach")
+    h.add_argument("--model", help="the default model's folder (default: the installed one)")
     args = ap.parse_args(argv)
-    return {"embed": cmd_embed, "train": cmd_train, "measure": cmd_measure, "bands": cmd_bands}[args.cmd](args)
+    return {"embed": cmd_embed, "train": cmd_train, "measure": cmd_measure, "bands": cmd_bands,
+            "ship": cmd_ship}[args.cmd](args)
 
 
 if __name__ == "__main__":

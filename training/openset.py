@@ -132,17 +132,19 @@ def episodes(rows: list[np.ndarray], y: list[str], groups: list[str], folds, fir
 
 
 def tagged_episodes(rows: list[np.ndarray], y: list[str], gtzan_groups: list[str] | None = None,
-                    name: str = TAGGED, first: int = 3, step: int = 2) -> list[dict]:
+                    name: str = TAGGED, first: int = 3, step: int = 2, data: dict | None = None) -> list[dict]:
     """Every candidate row of the artist-tagged collection ``name`` at every stage of hearing, the
     head trained on every GTZAN clip (as shipped): ``{clip, kind: "tagged", held: group, group,
     stage, genre, x, right, true}``; [] when the collection is not embedded. Its genres need not
-    be GTZAN's: a track the head cannot name is right only through the tag layers."""
+    be GTZAN's: a track the head cannot name is right only through the tag layers. ``data``: the
+    collection itself, in ``load``'s form (the student's rows of it, ``training.distill ship``)."""
     from tagger.models.progressive import stages
 
-    try:
-        data = load(name)
-    except SystemExit:
-        return []
+    if data is None:
+        try:
+            data = load(name)
+        except SystemExit:
+            return []
     trows = track_rows(data)
     ty = [str(g) for g in data["genres"]]
     groups = [str(g) for g in data["groups"]] if "groups" in data else [str(i).split("__")[0] for i in data["ids"]]
@@ -410,9 +412,10 @@ def folds_for(y, groups):
     return [(tr, te) for tr, te in cv.split(np.zeros(len(y)), y, groups)]
 
 
-def final_decider(rows, y, groups, folds, eps=None) -> OpenSetDecider:
-    """Head and familiarity on every clip; calibrator on every episode row."""
-    eps = eps if eps is not None else episodes(rows, y, groups, folds) + tagged_episodes(rows, y, groups)
+def final_decider(rows, y, groups, folds, eps=None, tagged: dict | None = None) -> OpenSetDecider:
+    """Head and familiarity on every clip; calibrator on every episode row (``tagged``: the
+    artist-tagged collection to use instead of the cached one, ``tagged_episodes``)."""
+    eps = eps if eps is not None else episodes(rows, y, groups, folds) + tagged_episodes(rows, y, groups, data=tagged)
     dec = fit_decider(rows, y, groups)
     dec.calibrator = fit_calibrator(np.stack([e["x"] for e in eps]), np.array([e["right"] for e in eps]),
                                     weights(eps, y))

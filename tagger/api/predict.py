@@ -101,6 +101,9 @@ class Batcher:
             model = self.predictor.primary()
             if progressive.by_window(model):  # every stage size a lone request brings (batches bring others)
                 progressive.warm_up(model, self.hearing, windows[0], features.SR, info)
+                student = getattr(model, "student", None)  # the default's student hears each request first
+                if student is not None:
+                    progressive.warm_up(student, self.hearing, windows[0], features.SR, info)
         except Exception as exc:
             self.error = " ".join(f"{type(exc).__name__}: {exc}".split())
             log.error("model warm-up failed: %s", self.error)

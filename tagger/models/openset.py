@@ -346,6 +346,9 @@ def load_decider(card: Card) -> OpenSetDecider:
     return joblib.load(card.path)
 
 
+_UNLOADED = object()
+
+
 class OpenSetModel(Model):
     """The open-set default, loaded from a card of kind ``"musicnn_openset"``.
 
@@ -355,6 +358,10 @@ class OpenSetModel(Model):
     installed weights (``runtimes.litert``, ``training.openset_export``) and the
     ``runtime`` setting is litert (or the card makes it the default), the
     networks run in LiteRT and TensorFlow is never imported; otherwise in Keras.
+
+    Where the card has a student (``student``: a small network distilled from the two, in ONNX
+    Runtime, with its own decider; ``tagger.models.student``), progressive hearing asks it
+    first, and these networks hear only the tracks it hands on.
     """
 
     role = "openset"
@@ -365,6 +372,7 @@ class OpenSetModel(Model):
         if tuple(self.decider.labels) != tuple(card.labels):
             raise ValueError(f"{card.name}: card labels do not match the decider's {self.decider.labels}")
         self.decider.mtt_windows = int(card.extra.get("mtt_windows", 0))
+        self._student: Any = _UNLOADED
         #: "onnx", "litert" or "keras": what runs the networks in this process
         self.runtime = "keras"
         #: both networks in ONNX Runtime (``tagger.models.onnx.Frontend``), where the runtime setting wants it
@@ -395,6 +403,19 @@ class OpenSetModel(Model):
                                    bfloat16_verified=bf16)
         self.mtt = MusicnnFrontEnd(self._front_card(fronts["mtt"]["model"]), ("tags",), bfloat16_verified=bf16)
 
+
+    @property
+    def student(self):
+        """The distilled student that hears each track first (``tagger.models.student``), or None:
+        the card has none, or the ``student`` setting is off (read at each call, loaded once)."""
+        from tagger.models import runtime
+        from tagger.models.student import Student
+
+        if not runtime.wants_student():
+            return None
+        if self._student is _UNLOADED:
+            self._student = Student.load(self.card, threads=getattr(runtime, "_threads", 0))
+        return self._student
 
     def _front_card(self, name: str) -> Card:
         from tagger.models import registry

@@ -41,7 +41,11 @@ class Heard:
     probs: np.ndarray
     windows: int  # windows heard
     planned: int  # windows planned
-    clip: Clip  # every window decoded
+    clip: Clip  # every window the answering model heard
+    #: who answered: "model", or "student" where the model's student left the track untagged
+    by: str = "model"
+    #: windows the model's student heard before the model itself (0: no student)
+    student_windows: int = 0
 
 
 def first_indices(n: int, first: int) -> list[int]:
@@ -92,11 +96,11 @@ class Direct:
     """
 
     def window_probs(self, model: Model, clip: Clip) -> np.ndarray | None:
-        with stage("model"):  # the features it computes inside are their own stage
+        with stage(_stage_of(model)):  # the features it computes inside are their own stage
             return model.window_probs(clip)
 
     def later_window_probs(self, model: Model, clip: Clip) -> np.ndarray | None:
-        with stage("model"):
+        with stage(_stage_of(model)):
             return model.later_window_probs(clip)
 
     def predict_batch(self, model: Model, clips: list[Clip]) -> np.ndarray:
@@ -112,6 +116,11 @@ def hear(model, path: str | Path, fmt: str | None, how: Hearing = Hearing(), run
 
     ``run``: how the model is called (``Direct``, or anything with its two methods).
 
+    A model with a student (``model.student``: the default's distilled front end,
+    ``tagger.models.student``) hears through it first: where the student's chance stays below
+    its band, that is the answer (untagged); otherwise the model itself hears the track again,
+    from the windows already decoded, and its answer is the one returned.
+
     Raises the decoder's UnreadableAudio (too short, silent, corrupt) like ``audio.load_clip``.
     """
     info, starts = audio.plan(path, fmt, n_windows=how.windows)
@@ -122,28 +131,78 @@ def hear(model, path: str | Path, fmt: str | None, how: Hearing = Hearing(), run
         if len(order) == 1 or not by_window(model):
             clip = _checked(reader.read(starts))
             return Heard(run.predict_batch(model, [clip])[0], len(clip.windows), n, clip)
-        clip = reader.read([starts[i] for i in order[0]])
-        probs = None if audio.is_silent(clip.windows) else run.window_probs(model, clip)
-        if probs is None or not len(probs):  # silent so far, or no per-window answer: all at once
-            whole = _checked(_joined(clip, reader.read([starts[i] for s in order[1:] for i in s])))
-            return Heard(run.predict_batch(model, [whole])[0], len(whole.windows), n, whole)
+        decoded = _Decoded(reader, starts)
+        student = getattr(model, "student", None)
+        if student is not None:
+            first = _progressively(student, decoded, order, how, run)
+            if first is not None and not student.hands_on(first.probs):
+                first.by = "student"
+                return first
+            heard_first = 0 if first is None else first.windows
+        else:
+            heard_first = 0
+        got = _progressively(model, decoded, order, how, run)
+        if got is None:  # silent so far, or no per-window answer: all at once
+            rest = decoded.read([i for s in order[1:] for i in s])
+            whole = _checked(_joined(decoded.read(order[0]), rest))
+            got = Heard(run.predict_batch(model, [whole])[0], len(whole.windows), n, whole)
+        got.student_windows = heard_first
+        return got
+
+
+class _Decoded:
+    """A track's windows by their index in the plan, each decoded once (the student's windows
+    are the teacher's when it hears the track again)."""
+
+    def __init__(self, reader: audio.Reader, starts: list[float]):
+        self.reader, self.starts = reader, starts
+        self._got: dict[int, np.ndarray] = {}
+        self._clip: Clip | None = None  # for sr and info
+
+    def read(self, indices: list[int]) -> Clip:
+        need = [i for i in indices if i not in self._got]
+        if need:
+            clip = self.reader.read([self.starts[i] for i in need])
+            self._clip = clip
+            # a reader that stops short (a truncated stream) gives the first windows asked for
+            self._got.update(zip(need, clip.windows))
+        have = [i for i in indices if i in self._got]
+        base = self._clip
+        return Clip(windows=[self._got[i] for i in have], sr=base.sr, info=base.info,
+                    starts=[self.starts[i] for i in have])
+
+
+def _progressively(model, decoded: _Decoded, order: list[list[int]], how: Hearing, run) -> Heard | None:
+    """``model`` hears the planned windows stage by stage until sure, hopeless or done; None
+    where the first windows are silent or the model gives no per-window answer."""
+    clip = decoded.read(order[0])
+    probs = None if audio.is_silent(clip.windows) else run.window_probs(model, clip)
+    if probs is None or not len(probs):
+        return None
+    track, chance = _judge(model, probs)
+    for part in order[1:]:
+        # sure enough, or no answer with a chance of how.give_up: more windows would almost
+        # never make one sure enough to write
+        if float(track.max()) >= how.stop or chance < how.give_up:
+            break
+        more = decoded.read(part)
+        if not more.windows:
+            break
+        clip = _joined(clip, more)
+        # a run that batches across requests (tagger serve) computes every output: the same answer
+        later = getattr(run, "later_window_probs", None) or run.window_probs
+        probs = np.concatenate([probs, later(model, more)])
         track, chance = _judge(model, probs)
-        for stage in order[1:]:
-            # sure enough, or no answer with a chance of how.give_up: more windows would almost
-            # never make one sure enough to write
-            if float(track.max()) >= how.stop or chance < how.give_up:
-                break
-            more = reader.read([starts[i] for i in stage])
-            clip = _joined(clip, more)
-            # a run that batches across requests (tagger serve) computes every output: the same answer
-            later = getattr(run, "later_window_probs", None) or run.window_probs
-            probs = np.concatenate([probs, later(model, more)])
-            track, chance = _judge(model, probs)
-    return Heard(track, len(clip.windows), n, clip)
+    return Heard(track, len(clip.windows), len(decoded.starts), clip)
+
+
+def _stage_of(model) -> str:
+    """The timing stage of a model's calls: "student" for the default's student, else "model"."""
+    return "student" if getattr(model, "role", "") == "student" else "model"
 
 
 def _judge(model, probs: np.ndarray) -> tuple[np.ndarray, float]:
-    with stage("model"):
+    with stage(_stage_of(model)):
         return model.judged(probs)
 
 

@@ -57,6 +57,20 @@ def set_runtime(value: str) -> None:
     _runtime = value
 
 
+_student = True
+
+
+def set_student(on: bool) -> None:
+    """Call before any model loads (the ``student`` setting): whether the default model hears each
+    track with its distilled student first (``tagger.models.student``) where its card has one."""
+    global _student
+    _student = bool(on)
+
+
+def wants_student() -> bool:
+    return _student
+
+
 def wants_onnx() -> bool:
     """ONNX Runtime for the default model: asked for, or ``auto`` where the light runtimes outrun
     Keras (there ONNX Runtime was the faster of the two: README, Throughput)."""

@@ -75,6 +75,7 @@ def run(settings: Settings, threads: int = 1, queues: Optional[list[str]] = None
     runtime.set_threads(model_threads or max(1, cpus.usable() // max(1, threads)))
     runtime.set_precision(settings.precision)
     runtime.set_runtime(settings.runtime)
+    runtime.set_student(settings.student)
     warm_up(settings)
     broker = queue.configure(settings)
     actors.declare(broker)
@@ -137,6 +138,9 @@ def warm_up(settings: Settings) -> None:
         model.predict_batch([clip])
         # the progressive path (None where the model has none), at every batch size it will use
         progressive.warm_up(model, settings.hearing, silence, features.SR, info)
+        student = getattr(model, "student", None)  # the default's student hears every track first
+        if student is not None:
+            progressive.warm_up(student, settings.hearing, silence, features.SR, info)
         # the decoders' and taggers' imports (PyAV alone costs ≈ 0.3 s)
         import av  # noqa: F401
         import mutagen.flac  # noqa: F401
@@ -144,8 +148,9 @@ def warm_up(settings: Settings) -> None:
         import mutagen.mp4  # noqa: F401
         import mutagen.oggvorbis  # noqa: F401
         import soundfile  # noqa: F401
-        log.info("worker %s warmed up %s (%s) in %.1fs", os.getpid(), model.card.name,
-                 getattr(model, "runtime", "keras"), time.monotonic() - started)
+        log.info("worker %s warmed up %s (%s%s) in %.1fs", os.getpid(), model.card.name,
+                 getattr(model, "runtime", "keras"), ", student first" if student is not None else "",
+                 time.monotonic() - started)
     except Exception as exc:
         log.warning("warm-up failed (%s); the first job will load the model", exc)
 
