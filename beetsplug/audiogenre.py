@@ -118,6 +118,7 @@ class AudioGenrePlugin(BeetsPlugin):
                     raise ui.UserError(f"audiogenre: {exc}") from None
                 runtime.set_precision(settings.precision)  # before the first model loads
                 runtime.set_runtime(settings.runtime)
+                runtime.set_student(settings.student)
                 self._hearing[force] = settings, ScanOptions.from_settings(settings)
             return self._hearing[force]
 

@@ -824,6 +824,9 @@ def evaluate(ctx, path, labels, from_tags, model, windows, first_windows, window
     if not items:
         raise click.ClickException(f"no labeled audio files found under {path}")
     try:
+        from tagger.models import runtime
+
+        runtime.set_student(settings.student)  # TAGGER_STUDENT=on measures what a scan with it writes
         result = ev.evaluate(items, name, settings.model_dirs, settings.hearing, settings.min_confidence)
     except TaggerError as exc:
         _fail(exc)

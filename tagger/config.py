@@ -71,10 +71,10 @@ class Settings:
     #: start-up outweighs the slower windows, else keras; on one without, onnx everywhere
     #: (processes.runtime_for)
     runtime: str = "auto"
-    #: the default model hears each track with its distilled student first, and the teacher (musicnn)
-    #: hears again only the tracks the student finds near its threshold (tagger.models.student);
-    #: off: the teacher hears every track
-    student: bool = True
+    #: on: the default model hears each track with its distilled student first, and musicnn (the
+    #: teacher) hears again only the tracks the student does not find hopeless (tagger.models.student):
+    #: faster on unfamiliar music, but fewer tags written there; off (the default): musicnn hears every track
+    student: bool = False
     #: extra directories searched for model cards before the shipped ones
     model_dirs: tuple[str, ...] = ()
     #: replace a genre the user set themselves

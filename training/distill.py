@@ -213,7 +213,7 @@ def student_rows(model, patches: np.ndarray, mean: np.ndarray, std: np.ndarray) 
 
 
 def answers(decider, student_decider, stop: float, threshold: float, teacher: list[np.ndarray],
-            pupil: list[np.ndarray], give_up: float = 0.0) -> list[tuple]:
+            pupil: list[np.ndarray], give_up: float = 0.0, student_give_up: float | None = None) -> list[tuple]:
     """Progressive hearing of each track by the teacher chain (``decider`` on the teacher's rows)
     and the student chain (``student_decider`` on the student's rows): per track (teacher's genre,
     student's genre (None: silent), the student's top chance, windows the teacher heard, windows
@@ -223,7 +223,7 @@ def answers(decider, student_decider, stop: float, threshold: float, teacher: li
     out = []
     for rt, rs in zip(teacher, pupil):
         pt, it = heard(decider, rt, stop, give_up)
-        ps, is_ = heard(student_decider, rs, stop, give_up)
+        ps, is_ = heard(student_decider, rs, stop, give_up if student_give_up is None else student_give_up)
         gt = decider.labels[int(pt.argmax())] if pt.max() >= threshold else None
         gs = student_decider.labels[int(ps.argmax())] if ps.max() >= threshold else None
         out.append((gt, gs, float(ps.max()), len(it), len(is_)))
@@ -324,10 +324,13 @@ def wall_clock_schedule(minutes: float, lr: float, warmup: float = 0.03):
 #: the bands of the cascade measured (``cascade``): how near the threshold a student answer must be
 #: for the teacher to hear the track again
 CASCADE_BANDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6)
+#: the student's own give-ups tried by ``ship`` (the teacher's is the card's ``give_up``)
+STUDENT_GIVE_UPS = (0.1, 0.2, 0.3, 0.4)
 
 
 def cascade(decider, student_decider, stop: float, threshold: float, teacher: list[np.ndarray],
-            pupil: list[np.ndarray], give_up: float = 0.0, bands=CASCADE_BANDS) -> list[dict]:
+            pupil: list[np.ndarray], give_up: float = 0.0, bands=CASCADE_BANDS,
+            student_give_up: float | None = None) -> list[dict]:
     """The student chain with the teacher behind it, as a worker runs it (``Student.hands_on``): a
     track whose student answer (the refitted chain's calibrated chance for its top genre, as
     progressive hearing leaves it) is at least ``threshold - band`` is heard again by the teacher
@@ -335,8 +338,9 @@ def cascade(decider, student_decider, stop: float, threshold: float, teacher: li
     Every written tag is the teacher's. (Until 2026-12-08 the band was two-sided, ``|p - threshold|
     < band``, and the student wrote alone above the band.) Per band: the tracks the teacher hears
     again, the same decision as the teacher chain alone, and the windows the teacher heard per
-    track against its windows alone."""
-    got = answers(decider, student_decider, stop, threshold, teacher, pupil, give_up)
+    track against its windows alone. ``student_give_up``: the student's own give-up (default: the
+    teacher's)."""
+    got = answers(decider, student_decider, stop, threshold, teacher, pupil, give_up, student_give_up)
     n = len(got)
     out = []
     for band in bands:
@@ -665,6 +669,29 @@ def onnx_speed(student_path: Path, teacher: tuple[Path, Path], patches: np.ndarr
             "timing": "ONNX Runtime, one thread, interleaved batch by batch"}
 
 
+def window_overhead_ms(clips: int = 12, windows: int = 10) -> float:
+    """ms to decode a window and compute its patch, one thread: the shared GTZAN copy's first clips
+    of each genre, heard as a scan plans them (what each window the student hears costs besides
+    the student itself)."""
+    from tagger import audio, features, formats
+    from training import datasets
+
+    items = datasets.gtzan(ROOT.parent / "shared" / "datasets" / "gtzan")
+    paths = [it.path for it in items][:: max(1, len(items) // clips)][:clips]
+    spent, n = 0.0, 0
+    for p in paths:
+        fmt = formats.confirm(str(p))
+        info, starts = audio.plan(p, fmt, n_windows=windows)
+        t0 = time.perf_counter()
+        with audio.Reader(p, info) as reader:
+            clip = reader.read(starts)
+        for w in clip.windows:
+            features.musicnn_window_patches(w, clip.sr)
+        spent += time.perf_counter() - t0
+        n += len(clip.windows)
+    return 1000 * spent / max(1, n)
+
+
 def choose_band(per_collection: dict[str, list[dict]], goal: float) -> tuple[float, dict]:
     """The smallest band whose pooled agreement over ``per_collection`` (``cascade``'s lists) reaches
     ``goal``, else the widest; and the pooled figures per band."""
@@ -722,15 +749,41 @@ def cmd_ship(args) -> int:
     def rows_of(patches):
         return sess(patches.astype(np.float32))
 
-    learnt, kept = {}, {}
+    teacher = tuple(art / doc["runtimes"]["onnx"]["files"][k] for k in ("msd", "mtt"))
+    speed = onnx_speed(onnx_path, teacher, probe)
+    speed["decode_and_features_ms_per_window"] = round(window_overhead_ms(), 2)
+    student_ms = speed["student_ms_per_patch"] + speed["decode_and_features_ms_per_window"]
+    teacher_ms = speed["teacher_ms_per_patch_both_networks"]
+    learnt_tracks = {}
     for name in names:
         data = load(name)
         tr, _ = split(data, name)
         tracks = scan_windows(data, tr, args.windows)
-        learnt[name] = cascade(dec, sdec, stop, threshold, [r for r, _ in tracks], [rows_of(p) for _, p in tracks],
-                               give_up)
-        kept[name] = cascade(dec, sdec, stop, threshold, [r for r, _ in held[name]],
-                             [rows_of(p) for _, p in held[name]], give_up)
+        learnt_tracks[name] = ([r for r, _ in tracks], [rows_of(p) for _, p in tracks])
+    # the student's own give-up and the band, together: for each give-up the smallest band that reaches
+    # the goal on the tracks it learnt from, then the pair that costs least there (its windows at the
+    # student's cost with decoding and features, the teacher's at the teacher's)
+    grid = {}
+    for sgu in STUDENT_GIVE_UPS:
+        learnt = {name: cascade(dec, sdec, stop, threshold, t, p, give_up, student_give_up=sgu)
+                  for name, (t, p) in learnt_tracks.items()}
+        b, pooled = choose_band(learnt, args.goal)
+        n = sum(len(t) for t, _ in learnt_tracks.values())
+        at_b = {name: next(r for r in rows if r["band"] == b) for name, rows in learnt.items()}
+        sw = sum(at_b[k]["student_windows"] * len(learnt_tracks[k][0]) for k in at_b) / n
+        tw = sum(at_b[k]["teacher_windows_per_track"] * len(learnt_tracks[k][0]) for k in at_b) / n
+        grid[sgu] = {"band": b, "agreement": pooled[b]["agreement"], "student_windows": round(sw, 2),
+                     "teacher_windows": round(tw, 2), "ms_per_track": round(sw * student_ms + tw * teacher_ms, 1),
+                     "learnt": learnt, "pooled": pooled}
+        print(f"student give-up {sgu}: band {b}, agreement {pooled[b]['agreement']}, student windows {sw:.2f}, "
+              f"teacher windows {tw:.2f}, ≈ {grid[sgu]['ms_per_track']} ms per track", flush=True)
+    reach = ([g for g in grid if (grid[g]["agreement"] or 0) >= args.goal]
+             or [max(grid, key=lambda g: grid[g]["agreement"] or 0)])  # none reaches it: the closest
+    student_give_up = min(reach, key=lambda g: grid[g]["ms_per_track"])
+    band, learnt, pooled_learnt = (grid[student_give_up][k] for k in ("band", "learnt", "pooled"))
+    kept = {name: cascade(dec, sdec, stop, threshold, [r for r, _ in held[name]], [rows_of(p) for _, p in held[name]],
+                          give_up, student_give_up=student_give_up) for name in names}
+    for name in names:
         print(name, json.dumps([[b["band"], b["teacher_hears_again"], b["same_decision"]] for b in learnt[name]]),
               json.dumps([[b["band"], b["teacher_hears_again"], b["same_decision"]] for b in kept[name]]), flush=True)
     unseen = {}  # collections the student never learnt from, whole (no track of them chose anything)
@@ -738,19 +791,19 @@ def cmd_ship(args) -> int:
         data = load(name)
         tracks = scan_windows(data, range(len(data["ids"])), args.windows)
         unseen[name] = cascade(dec, sdec, stop, threshold, [r for r, _ in tracks], [rows_of(p) for _, p in tracks],
-                               give_up)
+                               give_up, student_give_up=student_give_up)
         print(name, "(unseen)", json.dumps([[b["band"], b["teacher_hears_again"], b["same_decision"]]
                                             for b in unseen[name]]), flush=True)
-    band, pooled_learnt = choose_band(learnt, args.goal)
     _, pooled_kept = choose_band(kept, args.goal)
-    teacher = tuple(art / doc["runtimes"]["onnx"]["files"][k] for k in ("msd", "mtt"))
-    speed = onnx_speed(onnx_path, teacher, probe)
     train = json.loads((out / "train.json").read_text()) if (out / "train.json").is_file() else {}
     at = lambda rows: next(r for r in rows if r["band"] == band)  # noqa: E731
     doc["student"] = {
         "directory": STUDENT_DIR, "file": onnx_path.name, "decider": "student-decider.npz",
         "decider_source": "student-decider.joblib",
         "band": band,
+        "give_up": student_give_up,
+        "give_up_and_band": {str(g): {k: v for k, v in grid[g].items() if k not in ("learnt", "pooled")}
+                             for g in grid},
         "how": "the student (depthwise-separable convolutions, training.distill.student) hears a track first, "
                "progressively, and its decider (the default's recipe refitted on the student's rows of the "
                "218 GTZAN clips and the artist-tagged files) judges it; where its chance for its top genre "
@@ -758,8 +811,10 @@ def cmd_ship(args) -> int:
                "otherwise the teacher hears it again on the windows already decoded and writes its answer: "
                "every written tag is the teacher's",
         "why": "on music the default cannot name, most tracks end with the student, at a fraction of the "
-               "teacher's cost; the band was chosen as the smallest whose decisions equal the teacher "
-               f"chain's on at least {args.goal} of the tracks the student learnt from",
+               "teacher's cost; for each of the student's own give-ups the band was the smallest whose "
+               f"decisions equal the teacher chain's on at least {args.goal} of the tracks the student learnt "
+               "from, and the pair chosen is the one that costs least there (give_up_and_band; the student's "
+               "windows at its cost with decoding and features, the teacher's at the teacher's)",
         "training": {k: train.get(k) for k in ("collections", "patches_learnt", "width", "parameters",
                                                "flops_per_patch", "epochs_run", "epoch_chosen", "minutes",
                                                "train_seconds")},

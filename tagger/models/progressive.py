@@ -134,7 +134,7 @@ def hear(model, path: str | Path, fmt: str | None, how: Hearing = Hearing(), run
         decoded = _Decoded(reader, starts)
         student = getattr(model, "student", None)
         if student is not None:
-            first = _progressively(student, decoded, order, how, run)
+            first = _progressively(student, decoded, order, student.hearing(how), run)
             if first is not None and not student.hands_on(first.probs):
                 first.by = "student"
                 return first

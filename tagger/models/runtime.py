@@ -57,12 +57,12 @@ def set_runtime(value: str) -> None:
     _runtime = value
 
 
-_student = True
+_student = False
 
 
 def set_student(on: bool) -> None:
-    """Call before any model loads (the ``student`` setting): whether the default model hears each
-    track with its distilled student first (``tagger.models.student``) where its card has one."""
+    """The ``student`` setting: whether the default model hears each track with its distilled
+    student first (``tagger.models.student``) where its card has one; read at each track."""
     global _student
     _student = bool(on)
 

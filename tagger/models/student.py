@@ -7,7 +7,7 @@ thirtieth of the FLOPs; it runs in ONNX Runtime. Its own decider (the same recip
 student's rows of the GTZAN clips) judges the windows it hears.
 
 The cascade (``tagger.models.progressive.hear``): the student hears a track first, progressively
-as the teacher would. Where its calibrated chance for its top genre stays below the card's
+as the teacher would (but with its own give-up, chosen with the band). Where its calibrated chance for its top genre stays below the card's
 ``threshold - band``, the track stays untagged on the student's word (most music the default
 cannot name ends there, at a fraction of the teacher's cost). Every other track is heard again by
 the teacher, on the windows already decoded, and the teacher's answer is what is written: every
@@ -16,12 +16,14 @@ tag a scan writes is the teacher's decision, with the teacher's calibrated confi
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 
 from tagger.audio import Clip
 from tagger.features import musicnn_window_patches
 from tagger.models.base import Card
+from tagger.options import Hearing
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ class Student:
         #: the teacher hears a track again when the student's chance is at least threshold - band
         self.band = float(entry["band"])
         self.threshold = float(card.extra.get("threshold", decider.threshold))
+        #: the student's own give-up, chosen with the band (None: the teacher's, ``Hearing.give_up``)
+        self.give_up = None if entry.get("give_up") is None else float(entry["give_up"])
 
     @classmethod
     def load(cls, card: Card, threads: int = 0) -> "Student | None":
@@ -91,6 +95,13 @@ class Student:
 
     def from_windows(self, rows: np.ndarray) -> np.ndarray:
         return self.decider.decide(rows)
+
+    def hearing(self, how: Hearing) -> Hearing:
+        """How the student hears: as ``how`` says, but giving up at its own give-up where that is
+        the higher (a setting of 0, never give up, holds for it too)."""
+        if self.give_up is None or not how.give_up or how.give_up >= self.give_up:
+            return how
+        return replace(how, give_up=self.give_up)
 
     def hands_on(self, probs: np.ndarray) -> bool:
         """Whether the teacher must hear a track the student judged ``probs``: its chance for its
