@@ -131,7 +131,8 @@ def heard_costs(paths: list[Path], model_name: str, how, runtime_name: str, stud
     n = len(paths)
     out = {f"{k}_ms": 1000 * v / n for k, v in spent.items()}
     out.update({"teacher_windows": windows / n, "student_windows": student_windows / n,
-                "by_student": by_student / n, "heard_ms": 1000 * sum(spent.values()) / n})
+                "by_student": by_student / n, "heard_ms": 1000 * sum(spent.values()) / n,
+                "tag_write_ms": tag_write_ms(paths)})
     return out
 
 
@@ -280,6 +281,9 @@ def main() -> None:
     model = args.model or registry.default_chain()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        # ONNX Runtime (1.29 and later) leaves a telemetry session file (.ses) in TMPDIR when it
+        # loads: here and in the workers, inside the folder that goes when the bench ends
+        os.environ["TMPDIR"] = str(tmp)
         t = time.perf_counter()
         if args.music:
             source = f"joined from {args.music}"

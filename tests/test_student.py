@@ -127,6 +127,7 @@ def test_the_student_is_off_unless_asked_for(model):
     from tagger.config import load
 
     assert not runtime.wants_student() and model.student is None  # musicnn hears every track
+    assert model.card.extra["student"]["default"] is False and model.card.extra["student"]["why_not_default"]
     assert load(environ={}, config_file=os.devnull).student is False
     on = load(environ={"TAGGER_STUDENT": "on"}, config_file=os.devnull)
     assert on.student is True and on.to_env()["TAGGER_STUDENT"] == "on"
