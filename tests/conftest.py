@@ -34,3 +34,28 @@ def all_formats() -> list[str]:
 
 # ---------------------------------------------------------------- services, models, the CLI
 from services import gtzan, pg_url, redis_url, settings, test_model_dir  # noqa: E402,F401
+
+
+# ---------------------------------------------------------------- the default model's student
+def _student_setting(on: bool):
+    """The ``student`` setting for one test, put back as it was afterwards."""
+    from tagger.models import runtime
+
+    was = runtime.wants_student()
+    runtime.set_student(on)
+    try:
+        yield
+    finally:
+        runtime.set_student(was)
+
+
+@pytest.fixture
+def student_on():
+    """The default model's student hears each track first (it is off by default)."""
+    yield from _student_setting(True)
+
+
+@pytest.fixture
+def teacher_alone():
+    """The default model's networks hear every track (the student off, as by default)."""
+    yield from _student_setting(False)

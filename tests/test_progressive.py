@@ -22,19 +22,6 @@ def model():
     return registry.load(DEFAULT)
 
 
-@pytest.fixture
-def teacher_alone():
-    """The default model's networks hear every track (the student setting off, as by default)."""
-    from tagger.models import runtime
-
-    was = runtime.wants_student()
-    runtime.set_student(False)
-    try:
-        yield
-    finally:
-        runtime.set_student(was)
-
-
 def test_stages_hear_every_window_once_the_first_spread_then_a_few_at_a_time():
     assert progressive.stages(10, 3, 2) == [[2, 4, 7], [1, 8], [3, 6], [0, 9], [5]]
     assert progressive.stages(10, 3, 0) == [[2, 4, 7], [0, 1, 3, 5, 6, 8, 9]]

@@ -23,17 +23,6 @@ def model():
     return registry.load("gtzan-musicnn-openset")
 
 
-@pytest.fixture
-def student_on():
-    """The student setting on (it is off by default)."""
-    was = runtime.wants_student()
-    runtime.set_student(True)
-    try:
-        yield
-    finally:
-        runtime.set_student(was)
-
-
 class Counting:
     """Counts the patches each network is given (``window_rows``), then runs it."""
 

@@ -414,7 +414,7 @@ class OpenSetModel(Model):
         if not runtime.wants_student():
             return None
         if self._student is _UNLOADED:
-            self._student = Student.load(self.card, threads=getattr(runtime, "_threads", 0))
+            self._student = Student.load(self.card, load_plain, threads=getattr(runtime, "_threads", 0))
         return self._student
 
     def _front_card(self, name: str) -> Card:

@@ -48,11 +48,11 @@ class Student:
         self.give_up = None if entry.get("give_up") is None else float(entry["give_up"])
 
     @classmethod
-    def load(cls, card: Card, threads: int = 0) -> "Student | None":
+    def load(cls, card: Card, read_decider, threads: int = 0) -> "Student | None":
         """The card's student, or None: the card has none, its files are missing or were made
-        from another decider, or ONNX Runtime cannot run here (the teacher alone then hears)."""
+        from another decider, or ONNX Runtime cannot run here (the teacher alone then hears).
+        ``read_decider(plain, source)``: ``tagger.models.openset.load_plain``."""
         from tagger.models import onnx
-        from tagger.models.openset import load_plain
 
         entry = card.extra.get("student") or {}
         if not entry.get("file") or not entry.get("decider") or "band" not in entry:
@@ -63,7 +63,7 @@ class Student:
         if not (net.is_file() and plain.is_file() and source.is_file()) or not onnx.available():
             return None
         try:
-            decider = load_plain(plain, source)
+            decider = read_decider(plain, source)
             session = onnx.Session(net, threads)
         except Exception as exc:  # noqa: BLE001 - a broken file or runtime: the teacher alone hears
             log.warning("%s: cannot load the student (%s); the teacher hears every track", card.name, exc)
