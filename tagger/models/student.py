@@ -4,14 +4,16 @@ musicnn's two networks (the teacher: ≈ 5.6 GFLOP per 3 s patch) give each wind
 numbers the open-set decider reads. The student (``training.distill``) is a small network of
 depthwise-separable convolutions trained to give the same 300 numbers from the same patch, at a
 thirtieth of the FLOPs; it runs in ONNX Runtime. Its own decider (the same recipe refitted on the
-student's rows of the GTZAN clips) judges the windows it hears.
+student's rows of the GTZAN clips and the artist-tagged files) judges the windows it hears.
 
-The cascade (``tagger.models.progressive.hear``): the student hears a track first, progressively
-as the teacher would (but with its own give-up, chosen with the band). Where its calibrated chance for its top genre stays below the card's
-``threshold - band``, the track stays untagged on the student's word (most music the default
-cannot name ends there, at a fraction of the teacher's cost). Every other track is heard again by
-the teacher, on the windows already decoded, and the teacher's answer is what is written: every
-tag a scan writes is the teacher's decision, with the teacher's calibrated confidence.
+The cascade (``tagger.models.progressive.hear``), where the ``student`` setting asks for it (it
+is off by default: the card's ``why_not_default``): the student hears a track first,
+progressively as the teacher would, but with its own give-up, chosen with the band. Where its
+calibrated chance for its top genre stays below the card's ``threshold - band``, the track stays
+untagged on the student's word, at a fraction of the teacher's cost. Every other track is heard
+again by the teacher, on the windows already decoded, and the teacher's answer is what is
+written: every tag a scan writes is the teacher's decision, with the teacher's confidence. The
+cut is the card's threshold, whatever ``min_confidence`` a scan writes at.
 """
 from __future__ import annotations
 
