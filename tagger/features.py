@@ -324,3 +324,14 @@ def mismatch(card_features: dict, name: str) -> list[str]:
     theirs = dict(card_features or {})
     return [f"{k}: trained with {theirs.get(k, '(none)')!r}, computed here as {ours.get(k, '(none)')!r}"
             for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
+
+
+def musicnn_window_rows(windows: list[np.ndarray], sr: int, rows) -> np.ndarray | None:
+    """``rows(patches)`` of every window's musicnn patches in one call, averaged per window (a
+    window longer than a patch has several): ``(len(windows), k)``; None where ``rows`` gives None."""
+    per = [musicnn_window_patches(w, sr) for w in windows]
+    out = rows(np.concatenate(per))
+    if out is None:
+        return None
+    bounds = np.cumsum([0] + [len(p) for p in per])
+    return np.stack([out[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])

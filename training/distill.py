@@ -351,7 +351,7 @@ def cascade(decider, student_decider, stop: float, threshold: float, teacher: li
     for band in bands:
         again = [p >= threshold - band for _, _, p, _, _ in got]
         same = sum(gt is None if not a else True for (gt, *_), a in zip(got, again))
-        out.append({"band": band, "teacher_hears_again": sum(again), "same_decision": same,
+        out.append({"band": band, "tracks": n, "teacher_hears_again": sum(again), "same_decision": same,
                     "agreement": round(same / n, 4) if n else None,
                     "written_by_teacher": sum(gt is not None for gt, *_ in got),
                     "withheld": sum(gt is not None and not a for (gt, *_), a in zip(got, again)),
@@ -706,7 +706,7 @@ def choose_band(per_collection: dict[str, list[dict]], goal: float) -> tuple[flo
     for rows in per_collection.values():
         for r in rows:
             p = pooled.setdefault(r["band"], {"tracks": 0, "same_decision": 0, "teacher_hears_again": 0})
-            p["tracks"] += round(r["same_decision"] / r["agreement"]) if r["agreement"] else 0
+            p["tracks"] += r["tracks"]
             p["same_decision"] += r["same_decision"]
             p["teacher_hears_again"] += r["teacher_hears_again"]
     for p in pooled.values():
@@ -808,7 +808,7 @@ def cmd_ship(args) -> int:
     written, withheld = (sum(r[k] for r in judged.values()) for k in ("written_by_teacher", "withheld"))
     doc["student"] = {
         "default": False,
-        "why_not_default": f"on the {sum(round(r['same_decision'] / r['agreement']) for r in judged.values())} "
+        "why_not_default": f"on the {sum(r['tracks'] for r in judged.values())} "
                            f"tracks that chose nothing ({', '.join(judged)}) it withheld {withheld} of the "
                            f"{written} tags the teacher writes there: tags on unheard music are what the "
                            "default lacks (issue #16); the student setting (TAGGER_STUDENT=on) asks for it",

@@ -38,7 +38,7 @@ import numpy as np
 from tagger import genres
 from tagger.audio import Clip
 from tagger.errors import ModelMissing
-from tagger.features import musicnn_window_patches
+from tagger.features import musicnn_window_rows
 from tagger.models.base import Card, Model
 
 #: the columns of a window's output row: musicnn-msd penultimate, msd tags, mtt tags
@@ -490,10 +490,7 @@ class OpenSetModel(Model):
     def window_probs(self, clip: Clip) -> np.ndarray:
         """Each window's network outputs (one patch per default window; a longer window's
         patches averaged), rows of ``(len(clip.windows), 300)``; ``from_windows`` reads them."""
-        per = [musicnn_window_patches(w, clip.sr) for w in clip.windows]
-        rows = self.window_rows(np.concatenate(per))
-        bounds = np.cumsum([0] + [len(p) for p in per])
-        return np.stack([rows[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+        return musicnn_window_rows(clip.windows, clip.sr, self.window_rows)
 
     def msd_rows(self, patches: np.ndarray) -> np.ndarray | None:
         """``(n, 250)``: musicnn-msd's penultimate layer and tags alone, or None where nothing
@@ -512,13 +509,10 @@ class OpenSetModel(Model):
         musicnn-msd, or the card's LiteRT export of it alone (``runtimes.litert.later``)."""
         if not self.decider.mtt_windows:
             return self.window_probs(clip)
-        per = [musicnn_window_patches(w, clip.sr) for w in clip.windows]
-        msd = self.msd_rows(np.concatenate(per))
+        msd = musicnn_window_rows(clip.windows, clip.sr, self.msd_rows)
         if msd is None:
             return self.window_probs(clip)
-        rows = np.concatenate([msd, np.full((len(msd), MTT), np.nan, np.float32)], axis=1)
-        bounds = np.cumsum([0] + [len(p) for p in per])
-        return np.stack([rows[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+        return np.concatenate([msd, np.full((len(msd), MTT), np.nan, np.float32)], axis=1)
 
     def from_windows(self, rows: np.ndarray) -> np.ndarray:
         return self.decider.decide(rows)

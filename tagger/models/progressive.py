@@ -132,21 +132,18 @@ def hear(model, path: str | Path, fmt: str | None, how: Hearing = Hearing(), run
             clip = _checked(reader.read(starts))
             return Heard(run.predict_batch(model, [clip])[0], len(clip.windows), n, clip)
         decoded = _Decoded(reader, starts)
-        student = getattr(model, "student", None)
+        student, first = getattr(model, "student", None), None
         if student is not None:
             first = _progressively(student, decoded, order, student.hearing(how), run)
             if first is not None and not student.hands_on(first.probs):
                 first.by = "student"
                 return first
-            heard_first = 0 if first is None else first.windows
-        else:
-            heard_first = 0
         got = _progressively(model, decoded, order, how, run)
         if got is None:  # silent so far, or no per-window answer: all at once
             rest = decoded.read([i for s in order[1:] for i in s])
             whole = _checked(_joined(decoded.read(order[0]), rest))
             got = Heard(run.predict_batch(model, [whole])[0], len(whole.windows), n, whole)
-        got.student_windows = heard_first
+        got.student_windows = 0 if first is None else first.windows
         return got
 
 

@@ -23,7 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from tagger.audio import Clip
-from tagger.features import musicnn_window_patches
+from tagger.features import musicnn_window_rows
 from tagger.models.base import Card
 from tagger.options import Hearing
 
@@ -85,10 +85,7 @@ class Student:
         return self._session(patches)
 
     def window_probs(self, clip: Clip) -> np.ndarray:
-        per = [musicnn_window_patches(w, clip.sr) for w in clip.windows]
-        rows = self.window_rows(np.concatenate(per))
-        bounds = np.cumsum([0] + [len(p) for p in per])
-        return np.stack([rows[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
+        return musicnn_window_rows(clip.windows, clip.sr, self.window_rows)
 
     later_window_probs = window_probs
 
